@@ -1,0 +1,176 @@
+// Package enrollmenttoken reconciles EnrollmentTokens: it mints each token into a Secret the token owns and
+// drives the phase from status: a Pending token past status.expiresAt becomes Expired, a revoked one Revoked.
+// Redeeming is the OpAMP server's job.
+package enrollmenttoken
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
+	"github.com/linkmesh/linkmesh-operator/internal/index"
+	"github.com/linkmesh/linkmesh-operator/internal/manifests"
+	"github.com/linkmesh/linkmesh-operator/internal/naming"
+	"github.com/linkmesh/linkmesh-operator/internal/ssa"
+)
+
+// Reconciler reconciles EnrollmentTokens.
+type Reconciler struct {
+	client.Client
+	// APIReader reads past the cache, which holds only the operator's own Secrets.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	// Clock decides expiry; tests inject a fake one.
+	Clock clock.PassiveClock
+}
+
+// +kubebuilder:rbac:groups=collectors.linkmesh.io,resources=enrollmenttokens,verbs=get;list;watch
+// +kubebuilder:rbac:groups=collectors.linkmesh.io,resources=enrollmenttokens/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch
+
+// Reconcile mints the Secret once, then computes the phase and writes status once.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	et := &v1alpha1.EnrollmentToken{}
+	if err := r.Get(ctx, req.NamespacedName, et); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !et.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	base := et.DeepCopy()
+	defer func() {
+		if err := r.patchStatus(ctx, base, et); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+	}()
+
+	if err := r.reconcileSecret(ctx, et); err != nil {
+		return ctrl.Result{}, err
+	}
+	collectorFound, err := r.collectorExists(ctx, et)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	now := r.Clock.Now()
+	from := et.Status.Phase
+	computeStatus(et, now, collectorFound)
+	if to := et.Status.Phase; to != from {
+		switch to {
+		case v1alpha1.TokenExpired:
+			r.Recorder.Eventf(et, nil, corev1.EventTypeNormal, v1alpha1.EventTokenExpired, "Expire",
+				"token expired unredeemed at %s: mint a new EnrollmentToken", et.Status.ExpiresAt.UTC().Format(time.RFC3339))
+		case v1alpha1.TokenRevoked:
+			r.Recorder.Eventf(et, nil, corev1.EventTypeNormal, v1alpha1.EventTokenRevoked, "Revoke", "token revoked")
+		}
+	}
+	if et.Status.Phase == v1alpha1.TokenPending {
+		// Requeue at the expiry; a little later rather than early, so the first requeue sees it expired.
+		return ctrl.Result{RequeueAfter: et.Status.ExpiresAt.Sub(now) + time.Second}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+// reconcileSecret mints the token into its Secret once; the token never changes afterwards.
+func (r *Reconciler) reconcileSecret(ctx context.Context, et *v1alpha1.EnrollmentToken) error {
+	key := types.NamespacedName{Namespace: et.Namespace, Name: naming.TokenSecret(et.Name)}
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, key, secret)
+	if apierrors.IsNotFound(err) {
+		// The cache holds only labelled Secrets; a foreign Secret of the same name is found only here.
+		err = r.APIReader.Get(ctx, key, secret)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		secret = &corev1.Secret{}
+	case err != nil:
+		return fmt.Errorf("reading the token Secret: %w", err)
+	default:
+		if ref := metav1.GetControllerOf(secret); ref == nil || ref.UID != et.UID {
+			return fmt.Errorf("secret %s exists and is not owned by this EnrollmentToken: delete or rename it", key)
+		}
+	}
+	token := string(secret.Data[v1alpha1.TokenSecretKey])
+	if token == "" {
+		token = credential.New(credential.PrefixEnrollment)
+	}
+	if err := ssa.Apply(ctx, r.Client, manifests.TokenSecret(et, token)); err != nil {
+		return err
+	}
+	et.Status.SecretName = key.Name
+	return nil
+}
+
+func (r *Reconciler) collectorExists(ctx context.Context, et *v1alpha1.EnrollmentToken) (bool, error) {
+	mc := &v1alpha1.ManagedCollector{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: et.Namespace, Name: et.Spec.CollectorRef.Name}, mc)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading ManagedCollector %s: %w", et.Spec.CollectorRef.Name, err)
+	}
+	return mc.DeletionTimestamp.IsZero(), nil
+}
+
+// patchStatus writes the status once with an optimistic lock: the OpAMP server redeems tokens with a
+// resourceVersion precondition, and a stale reconcile must not overwrite a redemption.
+func (r *Reconciler) patchStatus(ctx context.Context, base, et *v1alpha1.EnrollmentToken) error {
+	if statusEqual(base, et) {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})
+	if err := r.Status().Patch(ctx, et, patch, client.FieldOwner(naming.FieldOwner)); err != nil {
+		return fmt.Errorf("writing status: %w", err)
+	}
+	return nil
+}
+
+// SetupWithManager registers the reconciler and its watches. index.Setup must have run on mgr.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.EnrollmentToken{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{},
+			// The OpAMP server writes status.phase; a redeemed token must drop its expiry requeue.
+			phaseChanged{},
+		))).
+		Owns(&corev1.Secret{}).
+		// A token's Usable condition follows its ManagedCollector's existence.
+		Watches(&v1alpha1.ManagedCollector{}, handler.EnqueueRequestsFromMapFunc(r.tokensOfCollector),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc: func(event.CreateEvent) bool { return true },
+				DeleteFunc: func(event.DeleteEvent) bool { return true },
+				UpdateFunc: func(event.UpdateEvent) bool { return false },
+			})).
+		Named("enrollmenttoken").
+		Complete(r)
+}
+
+func (r *Reconciler) tokensOfCollector(ctx context.Context, o client.Object) []reconcile.Request {
+	tokens := &v1alpha1.EnrollmentTokenList{}
+	if err := r.List(ctx, tokens, client.InNamespace(o.GetNamespace()), client.MatchingFields{index.TokenCollector: o.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing EnrollmentTokens of a ManagedCollector")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(tokens.Items))
+	for _, t := range tokens.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&t)})
+	}
+	return reqs
+}

@@ -1,0 +1,107 @@
+package manifests
+
+import (
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// SupervisorOptions is everything that varies in a supervisor.yaml, for DaemonSet pods and enrolled hosts.
+type SupervisorOptions struct {
+	// Endpoint is the OpAMP URL: ws:// or wss:// and /v1/opamp.
+	Endpoint string
+	// Authorization is the header value, for example "Bearer ${env:LINKMESH_COLLECTOR_TOKEN}". The supervisor
+	// expands ${env:...} and ${file:...} in it, so pods never carry the token in the ConfigMap.
+	Authorization string
+	// Executable is the collector binary the supervisor runs.
+	Executable string
+	// StorageDirectory keeps the instance UID and the last config across restarts.
+	StorageDirectory string
+	// ConfigApplyTimeout is agent.config_apply_timeout.
+	ConfigApplyTimeout time.Duration
+	// Attributes become agent.description.non_identifying_attributes.
+	Attributes map[string]string
+	// OwnMetrics sets capabilities.reports_own_metrics, so the server may offer an own_metrics destination.
+	OwnMetrics bool
+}
+
+// supervisorConfig mirrors the parts of the upstream opampsupervisor v0.149 config file that we set.
+type supervisorConfig struct {
+	Server       supervisorServer       `json:"server"`
+	Capabilities supervisorCapabilities `json:"capabilities"`
+	Agent        supervisorAgent        `json:"agent"`
+	Storage      supervisorStorage      `json:"storage"`
+}
+
+type supervisorServer struct {
+	Endpoint string            `json:"endpoint"`
+	Headers  map[string]string `json:"headers"`
+	TLS      *supervisorTLS    `json:"tls,omitempty"`
+}
+
+type supervisorTLS struct {
+	Insecure bool `json:"insecure"`
+}
+
+// supervisorCapabilities are each written explicitly: upstream v0.149 defaults accepts_remote_config and
+// reports_remote_config to false, and without reports_remote_config the server never learns whether a config
+// applied.
+type supervisorCapabilities struct {
+	AcceptsRemoteConfig    bool `json:"accepts_remote_config"`
+	ReportsRemoteConfig    bool `json:"reports_remote_config"`
+	ReportsEffectiveConfig bool `json:"reports_effective_config"`
+	ReportsHealth          bool `json:"reports_health"`
+	ReportsOwnMetrics      bool `json:"reports_own_metrics"`
+	ReportsHeartbeat       bool `json:"reports_heartbeat"`
+}
+
+type supervisorAgent struct {
+	Executable string `json:"executable"`
+	// ValidateConfig makes an unknown component fail in milliseconds with the collector's own message,
+	// instead of a crash loop every 5 s.
+	ValidateConfig     bool                  `json:"validate_config"`
+	ConfigApplyTimeout string                `json:"config_apply_timeout"`
+	Description        supervisorDescription `json:"description"`
+}
+
+type supervisorDescription struct {
+	NonIdentifyingAttributes map[string]string `json:"non_identifying_attributes,omitempty"`
+}
+
+type supervisorStorage struct {
+	Directory string `json:"directory"`
+}
+
+// SupervisorYAML renders a supervisor.yaml. The output is deterministic: map keys are sorted.
+func SupervisorYAML(o SupervisorOptions) ([]byte, error) {
+	cfg := supervisorConfig{
+		Server: supervisorServer{
+			Endpoint: o.Endpoint,
+			Headers:  map[string]string{"Authorization": o.Authorization},
+		},
+		Capabilities: supervisorCapabilities{
+			AcceptsRemoteConfig:    true,
+			ReportsRemoteConfig:    true,
+			ReportsEffectiveConfig: true,
+			ReportsHealth:          true,
+			ReportsOwnMetrics:      o.OwnMetrics,
+			ReportsHeartbeat:       true,
+		},
+		Agent: supervisorAgent{
+			Executable:         o.Executable,
+			ValidateConfig:     true,
+			ConfigApplyTimeout: o.ConfigApplyTimeout.String(),
+			Description:        supervisorDescription{NonIdentifyingAttributes: o.Attributes},
+		},
+		Storage: supervisorStorage{Directory: o.StorageDirectory},
+	}
+	if isPlainWebSocket(o.Endpoint) {
+		// The supervisor's TLS client settings default to verifying a server; a ws:// endpoint has none.
+		cfg.Server.TLS = &supervisorTLS{Insecure: true}
+	}
+	return yaml.Marshal(cfg)
+}
+
+func isPlainWebSocket(endpoint string) bool {
+	return len(endpoint) >= 5 && endpoint[:5] == "ws://"
+}

@@ -1,0 +1,149 @@
+// Package operator assembles the manager: scheme, cache, indexes and reconcilers. The manager command, the
+// tests and the demo all build the operator through it, so they run the same thing.
+package operator
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/controller/enrollmenttoken"
+	"github.com/linkmesh/linkmesh-operator/internal/controller/managedcollector"
+	"github.com/linkmesh/linkmesh-operator/internal/index"
+	"github.com/linkmesh/linkmesh-operator/internal/manifests"
+	"github.com/linkmesh/linkmesh-operator/internal/naming"
+)
+
+// Options configure the operator.
+type Options struct {
+	// MetricsAddr is the Prometheus endpoint's address; "0" disables it.
+	MetricsAddr string
+	// ProbeAddr serves the manager's /healthz and /readyz; "0" disables it.
+	ProbeAddr string
+	// LeaderElect elects one replica to run the reconcilers.
+	LeaderElect bool
+	// LeaderElectionNamespace is needed when running outside a cluster with LeaderElect.
+	LeaderElectionNamespace string
+	// ExternalURL is the http(s) base URL at which collectors reach the operator.
+	ExternalURL string
+	// AgentImage is the default image of collector pods.
+	AgentImage string
+	// Clock drives EnrollmentToken expiry; nil means the real clock.
+	Clock clock.PassiveClock
+}
+
+// DefaultExternalURL is the in-cluster Service of the operator in namespace ns.
+func DefaultExternalURL(ns string) string {
+	return "http://linkmesh-operator." + ns + ".svc:4320"
+}
+
+// NewScheme knows the built-in kinds and this operator's API.
+func NewScheme() (*runtime.Scheme, error) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	return scheme, nil
+}
+
+// New builds the manager with every reconciler registered. Start it with mgr.Start.
+func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
+	endpoint, err := OpAMPEndpoint(o.ExternalURL)
+	if err != nil {
+		return nil, err
+	}
+	if o.AgentImage == "" {
+		o.AgentImage = manifests.DefaultSupervisorImage
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	scheme, err := NewScheme()
+	if err != nil {
+		return nil, err
+	}
+	// Cache only the Secrets, ConfigMaps and DaemonSets the operator owns: a cluster's Secrets are many, and
+	// none of the others is any of its business.
+	owned := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{naming.LabelManagedBy: naming.FieldOwner})}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.ProbeAddr,
+		LeaderElection:          o.LeaderElect,
+		LeaderElectionID:        "linkmesh-operator." + v1alpha1.GroupName,
+		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: owned, &corev1.ConfigMap{}: owned, &appsv1.DaemonSet{}: owned,
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the manager: %w", err)
+	}
+	if err := index.Setup(context.Background(), mgr.GetFieldIndexer()); err != nil {
+		return nil, err
+	}
+	recorder := mgr.GetEventRecorder("linkmesh-operator")
+	if err := (&managedcollector.Reconciler{
+		Client:                 mgr.GetClient(),
+		APIReader:              mgr.GetAPIReader(),
+		Recorder:               recorder,
+		OpAMPEndpoint:          endpoint,
+		DefaultSupervisorImage: o.AgentImage,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the ManagedCollector controller: %w", err)
+	}
+	if err := (&enrollmenttoken.Reconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  recorder,
+		Clock:     o.Clock,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the EnrollmentToken controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// OpAMPEndpoint turns the external base URL into the WebSocket URL of /v1/opamp.
+func OpAMPEndpoint(external string) (string, error) {
+	u, err := url.Parse(external)
+	if err != nil {
+		return "", fmt.Errorf("external URL %q: %w", external, err)
+	}
+	switch u.Scheme {
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	default:
+		return "", fmt.Errorf("external URL %q: scheme must be http or https", external)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("external URL %q: no host", external)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/opamp"
+	return u.String(), nil
+}

@@ -1,0 +1,54 @@
+// Package ssa applies typed objects with server-side apply under the operator's field owner.
+package ssa
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/linkmesh/linkmesh-operator/internal/naming"
+)
+
+// Apply sends obj as a server-side apply patch owned by naming.FieldOwner, forcing ownership of its fields.
+//
+// obj comes from a builder and must carry apiVersion and kind. Its status and zero creationTimestamps are
+// dropped first: a typed struct serializes them, and applying them would claim fields the operator does
+// not manage.
+func Apply(ctx context.Context, c client.Client, obj client.Object) error {
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return fmt.Errorf("converting %T to unstructured: %w", obj, err)
+	}
+	delete(u, "status")
+	pruneNullTimestamps(u)
+	applyObj := &unstructured.Unstructured{Object: u}
+	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(applyObj),
+		client.FieldOwner(naming.FieldOwner), client.ForceOwnership); err != nil {
+		return fmt.Errorf("applying %s %s/%s: %w", applyObj.GetKind(), applyObj.GetNamespace(), applyObj.GetName(), err)
+	}
+	return nil
+}
+
+// pruneNullTimestamps removes creationTimestamp: null from every metadata, including pod templates.
+func pruneNullTimestamps(m map[string]any) {
+	for k, v := range m {
+		switch val := v.(type) {
+		case map[string]any:
+			if k == "metadata" {
+				if ts, ok := val["creationTimestamp"]; ok && ts == nil {
+					delete(val, "creationTimestamp")
+				}
+			}
+			pruneNullTimestamps(val)
+		case []any:
+			for _, item := range val {
+				if im, ok := item.(map[string]any); ok {
+					pruneNullTimestamps(im)
+				}
+			}
+		}
+	}
+}
