@@ -36,7 +36,7 @@ test: ## Run all unit and envtest suites against a real kube-apiserver and etcd.
 .PHONY: lint
 lint: ## go vet and gofmt.
 	go vet ./...
-	@out="$$(gofmt -l api cmd internal test 2>/dev/null)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 .PHONY: verify
 verify: generate manifests ## Regenerate, then fail on any difference from what is committed.
