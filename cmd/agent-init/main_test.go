@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"os"
 	"os/exec"
@@ -46,7 +47,8 @@ func TestSIGTERMBecomesSIGINT(t *testing.T) {
 		t.Fatalf("child got SIG%s, want SIGINT", s)
 	}
 	// The init exits with the child's exit code.
-	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() != 3 {
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 3 {
 		t.Fatalf("init exited with %v, want the child's code 3", err)
 	}
 }

@@ -124,7 +124,7 @@ func StartOperator(env *Env, o operator.Options) (func(), error) {
 	defer syncCancel()
 	if !mgr.GetCache().WaitForCacheSync(syncCtx) {
 		cancel()
-		return nil, fmt.Errorf("operator cache did not sync: %v", <-done)
+		return nil, fmt.Errorf("operator cache did not sync: %w", <-done)
 	}
 	return func() {
 		cancel()

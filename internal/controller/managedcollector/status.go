@@ -57,10 +57,9 @@ func (r *Reconciler) computeStatus(ctx context.Context, mc *v1alpha1.ManagedColl
 		set(v1alpha1.ConditionConfigValid, true, v1alpha1.ReasonConfigValid, "spec.config is valid")
 	}
 
-	switch {
-	case counts.Connected == 0:
+	if counts.Connected == 0 {
 		set(v1alpha1.ConditionConnected, false, v1alpha1.ReasonNoAgentsConnected, "no collector is connected")
-	default:
+	} else {
 		set(v1alpha1.ConditionConnected, true, v1alpha1.ReasonAgentsConnected,
 			fmt.Sprintf("%d of %d collectors connected", counts.Connected, counts.Desired))
 	}
