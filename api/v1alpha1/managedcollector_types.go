@@ -177,15 +177,20 @@ type ImagesSpec struct {
 type AgentCounts struct {
 	// desired is the number of collectors that should be connected: the DaemonSet's scheduled pods plus
 	// hosts that redeemed an EnrollmentToken.
-	Desired int32 `json:"desired"`
+	// +optional
+	Desired int32 `json:"desired,omitempty"`
 	// connected is the number of collectors with a live OpAMP connection.
-	Connected int32 `json:"connected"`
+	// +optional
+	Connected int32 `json:"connected,omitempty"`
 	// healthy is the number of connected collectors that report themselves healthy.
-	Healthy int32 `json:"healthy"`
+	// +optional
+	Healthy int32 `json:"healthy,omitempty"`
 	// configApplied is the number of connected collectors that run the current config.
-	ConfigApplied int32 `json:"configApplied"`
+	// +optional
+	ConfigApplied int32 `json:"configApplied,omitempty"`
 	// configFailed is the number of connected collectors that failed to apply the current config.
-	ConfigFailed int32 `json:"configFailed"`
+	// +optional
+	ConfigFailed int32 `json:"configFailed,omitempty"`
 }
 
 // AgentStatus is one collector as the OpAMP server last saw it.

@@ -27,7 +27,12 @@ func run() error {
 	flag.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect one replica to run the reconcilers.")
 	flag.StringVar(&o.ExternalURL, "external-url", "",
 		"Base URL (http:// or https://) at which collectors reach the operator, rendered into supervisor.yaml. "+
-			"Defaults to the in-cluster Service http://linkmesh-operator.<POD_NAMESPACE>.svc:4320.")
+			"Defaults to the in-cluster Service http://linkmesh-operator.<POD_NAMESPACE>.svc:4320 in a pod, "+
+			"and to the listener's own address outside one.")
+	flag.StringVar(&o.OpAMPBindAddress, "opamp-bind-address", ":4320",
+		"Address of the listener that serves /v1/opamp, /healthz and /readyz to collectors and hosts.")
+	flag.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate of the listener; with --tls-key-file, collectors use wss://.")
+	flag.StringVar(&o.TLSKeyFile, "tls-key-file", "", "PEM private key of the listener.")
 	flag.StringVar(&o.AgentImage, "agent-image", manifests.DefaultSupervisorImage,
 		"Default image of collector pods (supervisor, collector and linkmesh-agent-init) for ManagedCollectors without images.supervisor.")
 	zapOpts := zap.Options{}
@@ -35,21 +40,17 @@ func run() error {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
-	if o.ExternalURL == "" {
-		ns := os.Getenv("POD_NAMESPACE")
-		if ns == "" {
-			ns = "linkmesh-system"
-		}
+	if ns := os.Getenv("POD_NAMESPACE"); o.ExternalURL == "" && ns != "" {
 		o.ExternalURL = operator.DefaultExternalURL(ns)
 	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading the kubeconfig: %w", err)
 	}
-	mgr, err := operator.New(cfg, o)
+	op, err := operator.New(cfg, o)
 	if err != nil {
 		return err
 	}
-	ctrl.Log.WithName("setup").Info("Starting the operator", "externalURL", o.ExternalURL)
-	return mgr.Start(ctrl.SetupSignalHandler())
+	ctrl.Log.WithName("setup").Info("Starting the operator", "externalURL", op.ExternalURL(), "listener", op.ListenerAddr().String())
+	return op.Start(ctrl.SetupSignalHandler())
 }

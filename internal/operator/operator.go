@@ -5,6 +5,7 @@ package operator
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 
@@ -18,15 +19,19 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/controller/enrollmenttoken"
 	"github.com/linkmesh/linkmesh-operator/internal/controller/managedcollector"
+	"github.com/linkmesh/linkmesh-operator/internal/fleet"
 	"github.com/linkmesh/linkmesh-operator/internal/index"
+	"github.com/linkmesh/linkmesh-operator/internal/listener"
 	"github.com/linkmesh/linkmesh-operator/internal/manifests"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
+	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
 )
 
 // Options configure the operator.
@@ -39,12 +44,20 @@ type Options struct {
 	LeaderElect bool
 	// LeaderElectionNamespace is needed when running outside a cluster with LeaderElect.
 	LeaderElectionNamespace string
-	// ExternalURL is the http(s) base URL at which collectors reach the operator.
+	// ExternalURL is the http(s) base URL at which collectors reach the operator. Empty means the listener's
+	// own address, for a run on this machine.
 	ExternalURL string
+	// OpAMPBindAddress is the listener of /v1/opamp, /healthz and /readyz; default :4320.
+	OpAMPBindAddress string
+	// TLSCertFile and TLSKeyFile switch the listener to TLS (wss:// and https://); both or neither.
+	TLSCertFile, TLSKeyFile string
 	// AgentImage is the default image of collector pods.
 	AgentImage string
 	// Clock drives EnrollmentToken expiry; nil means the real clock.
 	Clock clock.PassiveClock
+	// SkipControllerNameValidation lets one process build the operator more than once (controller-runtime
+	// refuses a second controller of the same name otherwise); for tests that run it under several identities.
+	SkipControllerNameValidation bool
 }
 
 // DefaultExternalURL is the in-cluster Service of the operator in namespace ns.
@@ -64,8 +77,34 @@ func NewScheme() (*runtime.Scheme, error) {
 	return scheme, nil
 }
 
-// New builds the manager with every reconciler registered. Start it with mgr.Start.
-func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
+// Operator is the manager with the reconcilers, the fleet, the OpAMP server and its listener added.
+type Operator struct {
+	ctrl.Manager
+	listener    *listener.Server
+	externalURL string
+}
+
+// ExternalURL is the base URL rendered into supervisor.yaml.
+func (op *Operator) ExternalURL() string { return op.externalURL }
+
+// ListenerAddr is the bound address of the OpAMP listener.
+func (op *Operator) ListenerAddr() net.Addr { return op.listener.Addr() }
+
+// New builds the operator and binds its listener, so a taken port fails here rather than after start-up.
+// Start it with Start.
+func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
+	lis := listener.New(listener.Options{BindAddress: o.OpAMPBindAddress, CertFile: o.TLSCertFile, KeyFile: o.TLSKeyFile})
+	if err := lis.Listen(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			_ = lis.Close()
+		}
+	}()
+	if o.ExternalURL == "" {
+		o.ExternalURL = localURL(lis.Addr(), o.TLSCertFile != "")
+	}
 	endpoint, err := OpAMPEndpoint(o.ExternalURL)
 	if err != nil {
 		return nil, err
@@ -90,6 +129,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionID:        "linkmesh-operator." + v1alpha1.GroupName,
 		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		Controller:              config.Controller{SkipNameValidation: &o.SkipControllerNameValidation},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: owned, &corev1.ConfigMap{}: owned, &appsv1.DaemonSet{}: owned,
 		}},
@@ -100,6 +140,27 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := index.Setup(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		return nil, err
 	}
+
+	// The fleet and the OpAMP server run on every replica: collectors connect to any of them.
+	fl := fleet.New(fleet.Options{})
+	if err := mgr.Add(fl); err != nil {
+		return nil, err
+	}
+	opamp, err := opampserver.New(opampserver.Options{
+		Client: mgr.GetClient(), Cache: mgr.GetCache(), APIReader: mgr.GetAPIReader(), Fleet: fl, Clock: o.Clock,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := opamp.SetupWithManager(context.Background(), mgr); err != nil {
+		return nil, err
+	}
+	lis.Handle(opampserver.Path, opamp.Handler())
+	lis.AddConnContext(opamp.ConnContext())
+	if err := mgr.Add(lis); err != nil {
+		return nil, err
+	}
+
 	recorder := mgr.GetEventRecorder("linkmesh-operator")
 	if err := (&managedcollector.Reconciler{
 		Client:                 mgr.GetClient(),
@@ -107,6 +168,8 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		Recorder:               recorder,
 		OpAMPEndpoint:          endpoint,
 		DefaultSupervisorImage: o.AgentImage,
+		Fleet:                  fl,
+		FleetChanges:           fl.Changes(),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ManagedCollector controller: %w", err)
 	}
@@ -121,10 +184,23 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, err
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	if err := mgr.AddReadyzCheck("opamp", lis.Ready); err != nil {
 		return nil, err
 	}
-	return mgr, nil
+	return &Operator{Manager: mgr, listener: lis, externalURL: o.ExternalURL}, nil
+}
+
+// localURL is the listener's address as a URL, with 127.0.0.1 for an unspecified host.
+func localURL(addr net.Addr, tls bool) string {
+	host, port, _ := net.SplitHostPort(addr.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
 // OpAMPEndpoint turns the external base URL into the WebSocket URL of /v1/opamp.

@@ -37,17 +37,30 @@ func RepoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
+// Options change the control plane that RunWith starts.
+type Options struct {
+	// NoCRDs starts the control plane without this operator's CRDs, for tests that install them themselves
+	// (the Helm chart's tests install the chart's copies).
+	NoCRDs bool
+}
+
 // Run starts the control plane, calls setup, runs the tests, calls the teardown setup returned and stops
 // the control plane, also on SIGINT and SIGTERM. It returns the exit code for os.Exit.
 func Run(m *testing.M, setup func(*Env) (teardown func(), err error)) int {
+	return RunWith(m, Options{}, setup)
+}
+
+// RunWith is Run with options.
+func RunWith(m *testing.M, o Options, setup func(*Env) (teardown func(), err error)) int {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run `make test`, or set it to the output of hack/envtest-binaries.sh")
 		return 1
 	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapLevel()), zap.StacktraceLevel(zapcore.PanicLevel)))
-	te := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
+	te := &envtest.Environment{}
+	if !o.NoCRDs {
+		te.CRDDirectoryPaths = []string{filepath.Join(RepoRoot(), "config", "crd", "bases")}
+		te.ErrorIfCRDPathMissing = true
 	}
 	cfg, err := te.Start()
 	if err != nil {
@@ -104,29 +117,36 @@ func Run(m *testing.M, setup func(*Env) (teardown func(), err error)) int {
 // StartOperator runs the operator against env until the returned function is called, which waits for the
 // manager to stop.
 func StartOperator(env *Env, o operator.Options) (func(), error) {
+	_, stop, err := RunOperator(env, o)
+	return stop, err
+}
+
+// RunOperator is StartOperator that also returns the operator, to reach its listener. Its listener binds
+// 127.0.0.1:0 unless o says otherwise, and collectors are told its address unless o.ExternalURL is set.
+func RunOperator(env *Env, o operator.Options) (*operator.Operator, func(), error) {
 	if o.MetricsAddr == "" {
 		o.MetricsAddr = "0"
 	}
 	if o.ProbeAddr == "" {
 		o.ProbeAddr = "0"
 	}
-	if o.ExternalURL == "" {
-		o.ExternalURL = operator.DefaultExternalURL("linkmesh-system")
+	if o.OpAMPBindAddress == "" {
+		o.OpAMPBindAddress = "127.0.0.1:0"
 	}
-	mgr, err := operator.New(env.Config, o)
+	op, err := operator.New(env.Config, o)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
+	go func() { done <- op.Start(ctx) }()
 	syncCtx, syncCancel := context.WithTimeout(ctx, 60*time.Second)
 	defer syncCancel()
-	if !mgr.GetCache().WaitForCacheSync(syncCtx) {
+	if !op.GetCache().WaitForCacheSync(syncCtx) {
 		cancel()
-		return nil, fmt.Errorf("operator cache did not sync: %w", <-done)
+		return nil, nil, fmt.Errorf("operator cache did not sync: %w", <-done)
 	}
-	return func() {
+	return op, func() {
 		cancel()
 		if err := <-done; err != nil {
 			fmt.Fprintln(os.Stderr, "operator stopped with:", err)

@@ -1,0 +1,166 @@
+package fleet
+
+import (
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+)
+
+// Source says how a collector joined its ManagedCollector.
+type Source string
+
+const (
+	// SourcePod is a DaemonSet pod that presented the ManagedCollector's collector credential.
+	SourcePod Source = "Pod"
+	// SourceHost is a host outside the cluster that presented an EnrollmentToken.
+	SourceHost Source = "Host"
+)
+
+// Membership is what authentication established about a connection: the group it belongs to and how it
+// got there.
+type Membership struct {
+	// Collector is the ManagedCollector the agent is a member of.
+	Collector types.NamespacedName
+	// Source is how the agent authenticated.
+	Source Source
+	// Token is the EnrollmentToken a host joined with; zero for pods.
+	Token types.NamespacedName
+}
+
+// Description is the agent's identity as its AgentDescription reports it.
+type Description struct {
+	// HostName is host.name.
+	HostName string
+	// PodName is k8s.pod.name.
+	PodName string
+	// NodeName is k8s.node.name.
+	NodeName string
+	// ServiceVersion is service.version: the collector's version.
+	ServiceVersion string
+	// NonIdentifying are the non-identifying attributes as strings.
+	NonIdentifying map[string]string
+}
+
+// Health is what the agent last reported about its health.
+type Health struct {
+	// Healthy is the agent's own verdict.
+	Healthy bool
+	// Status is the agent-defined status text, for example StatusOK.
+	Status string
+	// LastError is the agent's last error, empty when healthy.
+	LastError string
+	// Components is the number of components the agent reported health for.
+	Components int
+	// UnhealthyComponents names up to a few unhealthy components, for the status message.
+	UnhealthyComponents []string
+}
+
+func (h *Health) equal(o *Health) bool {
+	if h == nil || o == nil {
+		return h == o
+	}
+	if h.Healthy != o.Healthy || h.Status != o.Status || h.LastError != o.LastError ||
+		h.Components != o.Components || len(h.UnhealthyComponents) != len(o.UnhealthyComponents) {
+		return false
+	}
+	for i := range h.UnhealthyComponents {
+		if h.UnhealthyComponents[i] != o.UnhealthyComponents[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// RemoteConfigReport is the agent's RemoteConfigStatus.
+type RemoteConfigReport struct {
+	// Hash is the hex sha256 of the remote config the status is about.
+	Hash string
+	// Status is Applying, Applied, Failed or Unset.
+	Status v1alpha1.ConfigStatus
+	// Message is the supervisor's error text when Status is Failed.
+	Message string
+}
+
+// Report is one AgentToServer message as the OpAMP server decoded it. A nil field was not in the message:
+// OpAMP agents send only what changed.
+type Report struct {
+	// SequenceNum is the message's sequence number; a gap means this replica missed messages.
+	SequenceNum uint64
+	// Description is set in a full state report.
+	Description *Description
+	// Health is set when the agent's health changed.
+	Health *Health
+	// RemoteConfig is set when the agent's remote config status changed.
+	RemoteConfig *RemoteConfigReport
+	// EffectiveConfigHash is the hex sha256 of the effective config, when the agent sent it.
+	EffectiveConfigHash *string
+	// Capabilities are the agent's AgentCapabilities bits; zero when absent.
+	Capabilities uint64
+	// AcceptsRemoteConfig is the AcceptsRemoteConfig capability.
+	AcceptsRemoteConfig bool
+}
+
+// Reply is what the OpAMP server must put into its answer to a Report.
+type Reply struct {
+	// ReportFullState asks the agent to send its full state: it is unknown to this replica, or a message
+	// went missing.
+	ReportFullState bool
+	// Config is the config to push, nil when the agent runs, or was already sent, the desired config.
+	Config *Desired
+}
+
+// Link is the OpAMP server's handle on an agent's live connection. Plain-HTTP agents have none.
+type Link interface {
+	// Notify asks the connection to fetch the agent's pending config with Registry.Take and send it.
+	// It must not block.
+	Notify()
+	// Close ends the connection.
+	Close()
+}
+
+// agent is everything the registry knows about one instance UID.
+type agent struct {
+	uid        string
+	membership Membership
+
+	described   bool
+	description Description
+	health      *Health
+	hasConfig   bool
+	config      RemoteConfigReport
+	effective   string
+	caps        uint64
+	acceptsRC   bool
+
+	connected      bool
+	connectedSince time.Time
+	lastSeen       time.Time
+	lastSeq        uint64
+	link           Link
+	// sentHash is the hash pushed over the current connection, so a config is sent once per connection.
+	sentHash string
+}
+
+// display names the agent in an Event: its host or pod, and always its instance UID.
+func (a *agent) display() string {
+	name := a.description.HostName
+	if a.description.PodName != "" {
+		name = a.description.PodName
+	}
+	if name == "" {
+		return "instance " + a.uid
+	}
+	return name + " (instance " + a.uid + ")"
+}
+
+func (a *agent) reportsUnhealthy() bool { return a.health != nil && !a.health.Healthy }
+
+func (a *agent) healthy() bool { return a.health != nil && a.health.Healthy }
+
+// needs says whether d must be pushed to the agent over its current connection.
+func (a *agent) needs(d *Desired) bool {
+	return d != nil && a.connected && a.described && a.acceptsRC &&
+		a.config.Hash != d.Hash && a.sentHash != d.Hash
+}

@@ -1,0 +1,130 @@
+package fleet
+
+import (
+	"sort"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+)
+
+// Bounds of the API's AgentStatus fields; longer values would make the whole status write fail.
+const (
+	maxNameLen    = 253
+	maxMessageLen = 1024
+)
+
+// count covers every agent of the group, also those left out of the bounded list.
+func count(members []*agent, desiredHash string) v1alpha1.AgentCounts {
+	var c v1alpha1.AgentCounts
+	for _, a := range members {
+		if !a.connected {
+			continue
+		}
+		c.Connected++
+		if a.healthy() {
+			c.Healthy++
+		}
+		if desiredHash == "" || !a.hasConfig || a.config.Hash != desiredHash {
+			continue
+		}
+		switch a.config.Status {
+		case v1alpha1.ConfigStatusApplied:
+			c.ConfigApplied++
+		case v1alpha1.ConfigStatusFailed:
+			c.ConfigFailed++
+		}
+	}
+	return c
+}
+
+// troubled agents are listed first: a user opening status wants the broken ones.
+func troubled(a *agent) bool {
+	return a.connected && (a.reportsUnhealthy() || (a.hasConfig && a.config.Status == v1alpha1.ConfigStatusFailed))
+}
+
+// bounded returns at most limit agents: failing and unhealthy first, then the most recently seen, with the
+// instance UID as a stable tie-break so an unchanged fleet renders an unchanged list.
+func bounded(members []*agent, limit int) []v1alpha1.AgentStatus {
+	sort.Slice(members, func(i, j int) bool {
+		a, b := members[i], members[j]
+		if ta, tb := troubled(a), troubled(b); ta != tb {
+			return ta
+		}
+		if !a.lastSeen.Equal(b.lastSeen) {
+			return a.lastSeen.After(b.lastSeen)
+		}
+		return a.uid < b.uid
+	})
+	if len(members) > limit {
+		members = members[:limit]
+	}
+	if len(members) == 0 {
+		return nil
+	}
+	out := make([]v1alpha1.AgentStatus, 0, len(members))
+	for _, a := range members {
+		out = append(out, status(a))
+	}
+	return out
+}
+
+func status(a *agent) v1alpha1.AgentStatus {
+	s := v1alpha1.AgentStatus{
+		InstanceUID:    a.uid,
+		HostName:       truncate(a.description.HostName, maxNameLen),
+		PodName:        truncate(a.description.PodName, maxNameLen),
+		NodeName:       truncate(a.description.NodeName, maxNameLen),
+		ManagementMode: v1alpha1.ManagementModeOpAMP,
+		Connected:      a.connected,
+		Healthy:        a.healthy(),
+		ConfigStatus:   v1alpha1.ConfigStatusUnset,
+	}
+	if !a.lastSeen.IsZero() {
+		t := metav1.NewTime(a.lastSeen)
+		s.LastSeen = &t
+	}
+	if a.hasConfig {
+		s.ConfigHash = a.config.Hash
+		s.ConfigStatus = a.config.Status
+	}
+	switch {
+	case a.hasConfig && a.config.Status == v1alpha1.ConfigStatusFailed:
+		s.Message = truncate(a.config.Message, maxMessageLen)
+	case a.reportsUnhealthy():
+		s.Message = truncate(healthText(a.health), maxMessageLen)
+	}
+	return s
+}
+
+// healthText summarizes an unhealthy report: the agent's error and the components that are down.
+func healthText(h *Health) string {
+	var parts []string
+	if h.LastError != "" {
+		parts = append(parts, h.LastError)
+	} else if h.Status != "" {
+		parts = append(parts, h.Status)
+	}
+	if len(h.UnhealthyComponents) > 0 {
+		parts = append(parts, "unhealthy components: "+strings.Join(h.UnhealthyComponents, ", "))
+	}
+	if len(parts) == 0 {
+		return "reported unhealthy"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("...")
+	for cut > 0 && !utf8Start(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
+func utf8Start(b byte) bool { return b&0xC0 != 0x80 }

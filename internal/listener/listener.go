@@ -1,0 +1,309 @@
+// Package listener is the operator's one HTTP(S) listener: the OpAMP endpoint and, later, the OTLP intake
+// and the downloads are mounted on its mux. It runs as a controller-runtime manager.Runnable.
+package listener
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// Defaults of Options.
+const (
+	DefaultBindAddress       = ":4320"
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultShutdownTimeout   = 10 * time.Second
+)
+
+// Options configure a Server; zero values take the defaults.
+type Options struct {
+	// BindAddress is host:port to listen on (--opamp-bind-address).
+	BindAddress string
+	// CertFile and KeyFile (--tls-cert-file, --tls-key-file) switch the listener to TLS, so agents use
+	// wss:// and https://. Both or neither. The files are watched and reloaded on change.
+	CertFile, KeyFile string
+	// ReadHeaderTimeout bounds how long a client may take to send its request headers.
+	ReadHeaderTimeout time.Duration
+	// WriteTimeout bounds every single write on every connection, also hijacked WebSockets: a peer that
+	// stops reading cannot block a writer for longer. It is per write, not per response, so large
+	// downloads are not cut off.
+	WriteTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections of plain HTTP clients.
+	IdleTimeout time.Duration
+	// ShutdownTimeout bounds the graceful shutdown after the manager's context is done.
+	ShutdownTimeout time.Duration
+}
+
+// Server is the listener. Mount handlers with Handle before Start.
+type Server struct {
+	opts         Options
+	mux          *http.ServeMux
+	connContexts []func(context.Context, net.Conn) context.Context
+
+	mu       sync.Mutex
+	listener net.Listener
+	tls      *certwatcher.CertWatcher
+	conns    map[*trackedConn]struct{}
+
+	serving  atomic.Bool
+	stopping atomic.Bool
+}
+
+// New returns a Server with /healthz and /readyz mounted.
+func New(opts Options) *Server {
+	if opts.BindAddress == "" {
+		opts.BindAddress = DefaultBindAddress
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	s := &Server{opts: opts, mux: http.NewServeMux(), conns: map[*trackedConn]struct{}{}}
+	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("ok"))
+	})
+	s.mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.serving.Load() || s.stopping.Load() {
+			http.Error(w, "not serving", http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("ok"))
+	})
+	return s
+}
+
+// Handle mounts h on pattern, as http.ServeMux does.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// AddConnContext adds a function that derives each connection's base context, as http.Server.ConnContext.
+// opamp-go's Attach returns one that its plain-HTTP transport depends on.
+func (s *Server) AddConnContext(f func(context.Context, net.Conn) context.Context) {
+	s.connContexts = append(s.connContexts, f)
+}
+
+// NeedLeaderElection is false: agents connect to every replica behind one Service, so every replica must
+// serve, not only the leader. Nothing served here writes to the API server on its own behalf except the
+// token redeem, which is safe from any replica because it is an optimistic-concurrency update.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Listen binds the address and loads the TLS key pair. cmd/manager calls it before starting the manager,
+// so a taken port or a bad certificate fails the process at once; Start calls it if nobody did.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listener != nil {
+		return nil
+	}
+	if (s.opts.CertFile == "") != (s.opts.KeyFile == "") {
+		return errors.New("--tls-cert-file and --tls-key-file must be set together")
+	}
+	var cw *certwatcher.CertWatcher
+	if s.opts.CertFile != "" {
+		var err error
+		if cw, err = certwatcher.New(s.opts.CertFile, s.opts.KeyFile); err != nil {
+			return fmt.Errorf("loading the TLS key pair: %w", err)
+		}
+	}
+	ln, err := net.Listen("tcp", s.opts.BindAddress)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", s.opts.BindAddress, err)
+	}
+	s.listener = &trackingListener{Listener: ln, server: s}
+	if cw != nil {
+		s.tls = cw
+		s.listener = tls.NewListener(s.listener, &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: cw.GetCertificate,
+			// WebSocket upgrades need HTTP/1.1; an h2 connection would fail them with "bad handshake".
+			NextProtos: []string{"http/1.1"},
+		})
+	}
+	return nil
+}
+
+// Close releases the bound address of a Server that will not be started.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listener == nil {
+		return nil
+	}
+	err := s.listener.Close()
+	s.listener = nil
+	return err
+}
+
+// Addr is the bound address, nil before Listen. Tests listen on 127.0.0.1:0 and read the port here.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listener == nil {
+		return nil
+	}
+	return s.listener.Addr()
+}
+
+// Start serves until ctx is done, then shuts down gracefully within ShutdownTimeout and closes the
+// connections http.Server does not: hijacked WebSockets.
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	logger := log.FromContext(ctx).WithName("listener")
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		IdleTimeout:       s.opts.IdleTimeout,
+		// An empty, non-nil map disables HTTP/2, which cannot carry WebSocket upgrades here.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			for _, f := range s.connContexts {
+				ctx = f(ctx, c)
+			}
+			return ctx
+		},
+	}
+	if s.tls != nil {
+		go func() {
+			if err := s.tls.Start(ctx); err != nil {
+				logger.Error(err, "TLS certificate watcher stopped")
+			}
+		}()
+	}
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(s.listener) }()
+	s.serving.Store(true)
+	logger.Info("Serving", "address", s.Addr().String(), "tls", s.tls != nil)
+
+	select {
+	case err := <-served:
+		s.serving.Store(false)
+		s.closeConns()
+		return fmt.Errorf("serving on %s: %w", s.opts.BindAddress, err)
+	case <-ctx.Done():
+	}
+	s.stopping.Store(true)
+	logger.Info("Shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	// Shutdown neither closes nor waits for hijacked connections.
+	s.closeConns()
+	if serveErr := <-served; !errors.Is(serveErr, http.ErrServerClosed) {
+		logger.Error(serveErr, "Serving ended unexpectedly during shutdown")
+	}
+	s.serving.Store(false)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutting down: %w", err)
+	}
+	return nil
+}
+
+// Ready reports whether the server accepts requests; usable as a manager readiness check.
+func (s *Server) Ready(_ *http.Request) error {
+	if !s.serving.Load() || s.stopping.Load() {
+		return errors.New("listener is not serving")
+	}
+	return nil
+}
+
+// OpenConns is the number of connections the server holds, hijacked ones included.
+func (s *Server) OpenConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	conns := make([]*trackedConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+type trackingListener struct {
+	net.Listener
+	server *Server
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, server: l.server, writeTimeout: l.server.opts.WriteTimeout}
+	l.server.mu.Lock()
+	stopping := l.server.stopping.Load()
+	if !stopping {
+		l.server.conns[tc] = struct{}{}
+	}
+	l.server.mu.Unlock()
+	if stopping {
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
+	return tc, nil
+}
+
+// trackedConn is registered with its Server until closed, and puts a deadline on every write that its
+// user did not give one: gorilla/websocket clears the deadline before each write of a hijacked connection.
+type trackedConn struct {
+	net.Conn
+	server       *Server
+	writeTimeout time.Duration
+	explicit     atomic.Bool
+	closeOnce    sync.Once
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	if !c.explicit.Load() {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	c.explicit.Store(!t.IsZero())
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	c.explicit.Store(!t.IsZero())
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *trackedConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.server.mu.Lock()
+		delete(c.server.conns, c)
+		c.server.mu.Unlock()
+	})
+	return c.Conn.Close()
+}

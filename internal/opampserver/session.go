@@ -1,0 +1,432 @@
+package opampserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+	"github.com/open-telemetry/opamp-go/protobufs"
+	opamptypes "github.com/open-telemetry/opamp-go/server/types"
+
+	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/collectorconfig"
+	"github.com/linkmesh/linkmesh-operator/internal/fleet"
+)
+
+// ConfigFileName is the one file of the RemoteConfig's config map.
+const ConfigFileName = "collector.yaml"
+
+// serverCapabilities are what this server does, sent in every answer.
+const serverCapabilities = uint64(protobufs.ServerCapabilities_ServerCapabilities_AcceptsStatus |
+	protobufs.ServerCapabilities_ServerCapabilities_OffersRemoteConfig |
+	protobufs.ServerCapabilities_ServerCapabilities_AcceptsEffectiveConfig)
+
+// Bounds on what an agent's description may put in memory.
+const (
+	maxAttributes     = 64
+	maxAttributeLen   = 256
+	maxComponentNames = 5
+	maxComponentDepth = 8
+)
+
+// session is one OpAMP connection: a WebSocket for its lifetime, or a single plain-HTTP request. It is the
+// fleet.Link of a WebSocket agent.
+type session struct {
+	server    *Server
+	principal *principal
+	http      bool
+
+	mu     sync.Mutex
+	conn   opamptypes.Connection
+	ws     *websocket.Conn
+	uid    string
+	rawUID []byte
+
+	kick chan struct{}
+	done chan struct{}
+}
+
+var _ fleet.Link = (*session)(nil)
+
+func (c *session) callbacks() opamptypes.ConnectionCallbacks {
+	return opamptypes.ConnectionCallbacks{
+		OnConnected:       c.onConnected,
+		OnMessage:         c.onMessage,
+		OnConnectionClose: c.onClose,
+	}
+}
+
+func (c *session) onConnected(_ context.Context, conn opamptypes.Connection) {
+	c.mu.Lock()
+	c.conn = conn
+	c.mu.Unlock()
+	if c.http {
+		return
+	}
+	ws := websocketOf(conn)
+	if ws == nil {
+		// Without the WebSocket we cannot bound message sizes; refuse rather than serve unbounded.
+		c.server.log.Error(errors.New("opamp-go connection has no WebSocket"), "Closing an OpAMP connection")
+		_ = conn.Disconnect()
+		return
+	}
+	// A larger message fails the read with websocket.ErrReadLimit and a 1009 close frame; opamp-go then
+	// closes the connection. Other connections are unaffected.
+	ws.SetReadLimit(c.server.maxSize)
+	c.mu.Lock()
+	c.ws = ws
+	c.mu.Unlock()
+	c.extendDeadline()
+	go c.pushLoop()
+}
+
+// extendDeadline gives a WebSocket agent IdleTimeout to send its next message; opamp-go sets no read
+// deadline, so a silent peer would otherwise hold its goroutine forever.
+func (c *session) extendDeadline() {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if c.http || conn == nil {
+		return
+	}
+	// A socket deadline is wall-clock time, not the injected clock's.
+	_ = conn.Connection().SetReadDeadline(time.Now().Add(c.server.idle))
+}
+
+func (c *session) onMessage(ctx context.Context, conn opamptypes.Connection, msg *protobufs.AgentToServer) *protobufs.ServerToAgent {
+	id, err := uuid.FromBytes(msg.InstanceUid)
+	if err != nil {
+		return c.reject(ctx, conn, msg, protobufs.ServerErrorResponseType_ServerErrorResponseType_BadRequest,
+			"instance_uid must be 16 bytes")
+	}
+	uid := id.String()
+
+	c.mu.Lock()
+	bound := c.uid
+	c.mu.Unlock()
+	switch {
+	case bound == "":
+		if err := c.admit(ctx, uid, msg); err != nil {
+			return c.refuse(ctx, conn, msg, uid, err)
+		}
+		c.mu.Lock()
+		c.uid, c.rawUID = uid, msg.InstanceUid
+		c.mu.Unlock()
+	case bound != uid:
+		// This server never assigns instance UIDs, so a change is another agent on the same connection.
+		return c.reject(ctx, conn, msg, protobufs.ServerErrorResponseType_ServerErrorResponseType_BadRequest,
+			"instance_uid changed on an open connection")
+	}
+	c.extendDeadline()
+
+	var link fleet.Link
+	if !c.http {
+		link = c
+	}
+	if msg.AgentDisconnect != nil {
+		c.server.fleet.Disconnect(uid, link)
+		return nil
+	}
+	reply := c.server.fleet.Observe(uid, c.principal.membership, report(msg), link)
+	resp := &protobufs.ServerToAgent{InstanceUid: msg.InstanceUid, Capabilities: serverCapabilities}
+	if reply.ReportFullState {
+		resp.Flags |= uint64(protobufs.ServerToAgentFlags_ServerToAgentFlags_ReportFullState)
+	}
+	if reply.Config != nil {
+		resp.RemoteConfig = remoteConfig(*reply.Config)
+	}
+	return resp
+}
+
+// admit checks the instance at its first message: it is where the instance UID becomes known.
+func (c *session) admit(ctx context.Context, uid string, msg *protobufs.AgentToServer) error {
+	// The group may have been deleted between the upgrade and this message.
+	if _, err := c.server.collector(ctx, c.principal.membership.Collector); err != nil {
+		return err
+	}
+	if c.principal.membership.Source != fleet.SourceHost {
+		return nil
+	}
+	hostName := ""
+	if d := describe(msg.AgentDescription); d != nil {
+		hostName = d.HostName
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.server.redeemTO)
+	defer cancel()
+	return c.server.admitHost(ctx, c.principal, uid, hostName)
+}
+
+func (c *session) refuse(ctx context.Context, conn opamptypes.Connection, msg *protobufs.AgentToServer, uid string, err error) *protobufs.ServerToAgent {
+	log := c.server.log.WithValues("instanceUID", uid, "collector", c.principal.membership.Collector.String(),
+		"credential", c.principal.fingerprint)
+	switch {
+	case errors.Is(err, errTokenTaken):
+		log.Info("Refusing an enrollment token redeemed by another instance",
+			"enrollmentToken", c.principal.membership.Token.String())
+		return c.reject(ctx, conn, msg, protobufs.ServerErrorResponseType_ServerErrorResponseType_BadRequest,
+			"this enrollment token was redeemed by another collector instance; create a new EnrollmentToken")
+	case errors.Is(err, errUnauthorized):
+		log.Info("Refusing an OpAMP agent whose credential is no longer valid")
+		return c.reject(ctx, conn, msg, protobufs.ServerErrorResponseType_ServerErrorResponseType_BadRequest,
+			"unauthorized")
+	default:
+		log.Error(err, "Cannot admit an OpAMP agent")
+		return c.reject(ctx, conn, msg, protobufs.ServerErrorResponseType_ServerErrorResponseType_Unavailable,
+			"the server cannot admit the agent right now; retry later")
+	}
+}
+
+// reject answers with a ServerErrorResponse. A WebSocket is closed after the answer; a plain-HTTP request
+// ends with it anyway.
+func (c *session) reject(ctx context.Context, conn opamptypes.Connection, msg *protobufs.AgentToServer,
+	kind protobufs.ServerErrorResponseType, text string,
+) *protobufs.ServerToAgent {
+	resp := &protobufs.ServerToAgent{
+		InstanceUid:   msg.InstanceUid,
+		ErrorResponse: &protobufs.ServerErrorResponse{Type: kind, ErrorMessage: text},
+	}
+	if c.http {
+		return resp
+	}
+	if err := conn.Send(ctx, resp); err != nil {
+		c.server.log.V(1).Info("Cannot send an error response", "error", err.Error())
+	}
+	_ = conn.Disconnect()
+	return nil
+}
+
+func (c *session) onClose(opamptypes.Connection) {
+	if c.http {
+		// A plain-HTTP agent is connected as long as it polls; the fleet's idle sweep notices when it stops.
+		return
+	}
+	close(c.done)
+	c.mu.Lock()
+	uid := c.uid
+	c.mu.Unlock()
+	if uid != "" {
+		c.server.fleet.Disconnect(uid, c)
+	}
+}
+
+// Notify implements fleet.Link.
+func (c *session) Notify() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Close implements fleet.Link.
+func (c *session) Close() {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil && !c.http {
+		_ = conn.Disconnect()
+	}
+}
+
+// pushLoop sends configs the fleet asks for outside the agent's request-response cycle. The listener puts
+// a timeout on every write, so a stuck agent cannot hold it.
+func (c *session) pushLoop() {
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.kick:
+		}
+		c.mu.Lock()
+		uid, raw, conn := c.uid, c.rawUID, c.conn
+		c.mu.Unlock()
+		d, ok := c.server.fleet.Take(uid, c)
+		if !ok {
+			continue
+		}
+		msg := &protobufs.ServerToAgent{InstanceUid: raw, Capabilities: serverCapabilities, RemoteConfig: remoteConfig(d)}
+		if err := conn.Send(context.Background(), msg); err != nil {
+			c.server.log.V(1).Info("Cannot push a config; closing the connection", "instanceUID", uid, "error", err.Error())
+			_ = conn.Disconnect()
+			return
+		}
+	}
+}
+
+// websocketOf digs the gorilla connection out of opamp-go's unexported wsConnection: v0.23.0 offers no
+// read limit and no other way to set one. TestOversizedMessageRefused fails if an opamp-go upgrade moves it.
+func websocketOf(conn opamptypes.Connection) *websocket.Conn {
+	v := reflect.ValueOf(conn)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	f := v.Elem().FieldByName("wsConn")
+	if !f.IsValid() || f.Type() != reflect.TypeFor[*websocket.Conn]() {
+		return nil
+	}
+	return *(**websocket.Conn)(unsafe.Pointer(f.UnsafeAddr()))
+}
+
+// remoteConfig is the config under one file name, with config_hash the sha256 of its exact bytes: the
+// supervisor rejects a status report without a hash.
+func remoteConfig(d fleet.Desired) *protobufs.AgentRemoteConfig {
+	return &protobufs.AgentRemoteConfig{
+		Config: &protobufs.AgentConfigMap{ConfigMap: map[string]*protobufs.AgentConfigFile{
+			ConfigFileName: {Body: []byte(d.Config), ContentType: "text/yaml"},
+		}},
+		ConfigHash: collectorconfig.HashBytes(d.Config),
+	}
+}
+
+// report translates a message into the fleet's terms, keeping only bounded strings.
+func report(msg *protobufs.AgentToServer) fleet.Report {
+	r := fleet.Report{
+		SequenceNum:         msg.SequenceNum,
+		Description:         describe(msg.AgentDescription),
+		Capabilities:        msg.Capabilities,
+		AcceptsRemoteConfig: msg.Capabilities&uint64(protobufs.AgentCapabilities_AgentCapabilities_AcceptsRemoteConfig) != 0,
+	}
+	if h := msg.Health; h != nil {
+		total, unhealthy := components(h.ComponentHealthMap, 0)
+		sort.Strings(unhealthy)
+		if len(unhealthy) > maxComponentNames {
+			unhealthy = append(unhealthy[:maxComponentNames], fmt.Sprintf("and %d more", len(unhealthy)-maxComponentNames))
+		}
+		r.Health = &fleet.Health{
+			Healthy:             h.Healthy,
+			Status:              truncate(h.Status, maxAttributeLen),
+			LastError:           truncate(h.LastError, 1024),
+			Components:          total,
+			UnhealthyComponents: unhealthy,
+		}
+	}
+	if s := msg.RemoteConfigStatus; s != nil {
+		r.RemoteConfig = &fleet.RemoteConfigReport{
+			Hash:    hex.EncodeToString(s.LastRemoteConfigHash),
+			Status:  configStatus(s.Status),
+			Message: truncate(s.ErrorMessage, 1024),
+		}
+	}
+	if e := msg.EffectiveConfig; e != nil && e.ConfigMap != nil {
+		h := effectiveHash(e.ConfigMap)
+		r.EffectiveConfigHash = &h
+	}
+	return r
+}
+
+func configStatus(s protobufs.RemoteConfigStatuses) v1alpha1.ConfigStatus {
+	switch s {
+	case protobufs.RemoteConfigStatuses_RemoteConfigStatuses_APPLIED:
+		return v1alpha1.ConfigStatusApplied
+	case protobufs.RemoteConfigStatuses_RemoteConfigStatuses_APPLYING:
+		return v1alpha1.ConfigStatusApplying
+	case protobufs.RemoteConfigStatuses_RemoteConfigStatuses_FAILED:
+		return v1alpha1.ConfigStatusFailed
+	default:
+		return v1alpha1.ConfigStatusUnset
+	}
+}
+
+// effectiveHash is the sha256 of a single-file config's body, so it equals config_hash when the collector
+// runs the pushed config unchanged; of all files in name order otherwise.
+func effectiveHash(m *protobufs.AgentConfigMap) string {
+	if len(m.ConfigMap) == 1 {
+		for _, f := range m.ConfigMap {
+			return collectorconfig.Hash(string(f.GetBody()))
+		}
+	}
+	names := make([]string, 0, len(m.ConfigMap))
+	for n := range m.ConfigMap {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	h := sha256.New()
+	for _, n := range names {
+		h.Write([]byte(n))
+		h.Write([]byte{0})
+		h.Write(m.ConfigMap[n].GetBody())
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func components(m map[string]*protobufs.ComponentHealth, depth int) (int, []string) {
+	if depth > maxComponentDepth {
+		return 0, nil
+	}
+	total := 0
+	var unhealthy []string
+	for name, ch := range m {
+		if len(ch.GetComponentHealthMap()) > 0 {
+			t, u := components(ch.ComponentHealthMap, depth+1)
+			total += t
+			for _, n := range u {
+				if len(unhealthy) <= maxComponentNames {
+					unhealthy = append(unhealthy, truncate(name+"/"+n, maxAttributeLen))
+				}
+			}
+			continue
+		}
+		total++
+		if !ch.GetHealthy() && len(unhealthy) <= maxComponentNames {
+			unhealthy = append(unhealthy, truncate(name, maxAttributeLen))
+		}
+	}
+	return total, unhealthy
+}
+
+// describe reads the attributes the status shows from both attribute lists: the supervisor reports
+// host.name as non-identifying, pods add k8s.pod.name and k8s.node.name there.
+func describe(d *protobufs.AgentDescription) *fleet.Description {
+	if d == nil {
+		return nil
+	}
+	out := &fleet.Description{NonIdentifying: map[string]string{}}
+	set := func(kv *protobufs.KeyValue) string {
+		v := truncate(anyString(kv.GetValue()), maxAttributeLen)
+		switch kv.GetKey() {
+		case "host.name":
+			out.HostName = v
+		case "k8s.pod.name":
+			out.PodName = v
+		case "k8s.node.name":
+			out.NodeName = v
+		case "service.version":
+			out.ServiceVersion = v
+		}
+		return v
+	}
+	for _, kv := range d.IdentifyingAttributes {
+		set(kv)
+	}
+	for _, kv := range d.NonIdentifyingAttributes {
+		v := set(kv)
+		if len(out.NonIdentifying) < maxAttributes {
+			out.NonIdentifying[truncate(kv.GetKey(), maxAttributeLen)] = v
+		}
+	}
+	return out
+}
+
+func anyString(v *protobufs.AnyValue) string {
+	switch x := v.GetValue().(type) {
+	case *protobufs.AnyValue_StringValue:
+		return x.StringValue
+	case *protobufs.AnyValue_BoolValue:
+		return fmt.Sprint(x.BoolValue)
+	case *protobufs.AnyValue_IntValue:
+		return fmt.Sprint(x.IntValue)
+	case *protobufs.AnyValue_DoubleValue:
+		return fmt.Sprint(x.DoubleValue)
+	default:
+		return ""
+	}
+}
