@@ -5,7 +5,11 @@ SHELL := /usr/bin/env bash -o pipefail
 CONTROLLER_GEN := go tool -modfile=hack/tools/go.mod controller-gen
 # kube-apiserver and etcd for envtest, built from the Go module proxy and cached outside the tree.
 ENVTEST_ASSETS = $(shell hack/envtest-binaries.sh)
+# helm, built from the version pinned in hack/helm/go.mod and cached outside the tree; the chart tests use it.
+HELM = $(shell hack/helm-binary.sh)
 GO_TEST_FLAGS ?=
+# The operator image that `make docker-build` builds.
+IMG ?= ghcr.io/linkmesh/linkmesh-operator:$(shell awk '$$1 == "appVersion:" {gsub(/"/, "", $$2); print $$2}' charts/linkmesh-operator/Chart.yaml)
 
 .PHONY: help
 help: ## Show this help.
@@ -16,9 +20,10 @@ generate: ## Generate deepcopy code.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: ## Generate CRDs and RBAC.
+manifests: ## Generate CRDs and RBAC, and copy them into the chart.
 	$(CONTROLLER_GEN) crd rbac:roleName=linkmesh-operator paths=./... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	hack/chart-sync.sh
 
 .PHONY: build
 build: generate ## Build the manager and the agent init.
@@ -31,7 +36,7 @@ envtest: ## Build (or reuse) kube-apiserver and etcd for the tests; prints their
 
 .PHONY: test
 test: ## Run all unit and envtest suites against a real kube-apiserver and etcd.
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) ./...
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" HELM="$(HELM)" go test $(GO_TEST_FLAGS) ./...
 
 GOLANGCI_LINT := go tool -modfile=hack/lint/go.mod golangci-lint
 
@@ -42,10 +47,42 @@ lint: ## go vet, then golangci-lint (pinned in hack/lint/go.mod) with .golangci.
 
 .PHONY: verify
 verify: generate manifests ## Regenerate, then fail on any difference from what is committed.
-	go mod tidy && (cd hack/tools && go mod tidy) && (cd hack/lint && go mod tidy)
+	go mod tidy && (cd hack/tools && go mod tidy) && (cd hack/lint && go mod tidy) && (cd hack/helm && go mod tidy)
+	@# contrib's testbed module, a test-only dependency of the supervisor, is not served: -e tolerates it.
+	cd hack/e2e && GOFLAGS=-mod=mod go mod tidy -e 2>/dev/null
 	@git diff --exit-code -- . || { echo "generated files are stale: run make generate manifests and commit"; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- api config go.mod go.sum hack/tools hack/lint)" || { git status --porcelain -- api config; echo "untracked generated files"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- api config charts go.mod go.sum hack/tools hack/lint hack/helm hack/e2e)" || { git status --porcelain -- api config charts; echo "untracked generated files"; exit 1; }
 
 .PHONY: run
 run: ## Run the operator against the cluster of the current kubeconfig.
 	go run ./cmd/manager --metrics-bind-address=0 --health-probe-bind-address=:8081
+
+CHART := charts/linkmesh-operator
+
+.PHONY: helm
+helm: ## Build (or reuse) helm from the version pinned in hack/helm/go.mod; prints its path.
+	@hack/helm-binary.sh
+
+.PHONY: helm-sync
+helm-sync: ## Copy the CRDs and RBAC rules from config/ into the chart (make manifests does it too).
+	hack/chart-sync.sh
+
+.PHONY: helm-lint
+helm-lint: ## helm lint --strict the chart with its defaults and with every ci/*-values.yaml.
+	@helm="$(HELM)"; set -e; "$$helm" lint --strict $(CHART); \
+	for f in $(CHART)/ci/*-values.yaml; do "$$helm" lint --strict $(CHART) -f "$$f"; done
+
+.PHONY: docker-build
+docker-build: ## Build the operator image (IMG=...; needs a Docker engine, none here).
+	docker build -f images/operator/Dockerfile -t $(IMG) .
+
+E2E_BIN = $(shell hack/e2e-binaries.sh)
+
+.PHONY: demo
+demo: ## The operator on an embedded local control plane, with config/samples and a node played by the real supervisor.
+	go build -o bin/demo ./cmd/demo
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" bin/demo --bin "$(E2E_BIN)"
+
+.PHONY: test-e2e
+test-e2e: ## End-to-end tests with the real upstream supervisor and collector.
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" LINKMESH_E2E_BIN="$(E2E_BIN)" go test -tags e2e -count=1 -v -timeout 20m ./test/e2e/

@@ -88,7 +88,10 @@ func message(k eventKey, p *pendingEvent) string {
 	case v1alpha1.EventDisconnected:
 		verb = "disconnected"
 	case v1alpha1.EventUnhealthy:
-		verb = "reported unhealthy: " + k.detail
+		verb = "reported unhealthy"
+		if k.detail != "" {
+			verb += ": " + k.detail
+		}
 	default:
 		verb = k.reason
 	}

@@ -277,7 +277,10 @@ func (r *Registry) Observe(uid string, m Membership, rep Report, link Link) Repl
 		a.effective = *rep.EffectiveConfigHash
 	}
 	if h := rep.Health; h != nil && !a.health.equal(h) {
-		if !h.Healthy && (a.health == nil || a.health.Healthy) {
+		// While its collector starts, the supervisor reports it unhealthy (StatusStarting, components not yet
+		// up) with no error: warn when a healthy agent turns unhealthy, or when a report carries an error.
+		turned := a.health != nil && a.health.Healthy
+		if !h.Healthy && (turned || h.LastError != "") {
 			g.events.add(v1alpha1.EventUnhealthy, corev1.EventTypeWarning, healthText(h), "", a)
 		}
 		hc := *h

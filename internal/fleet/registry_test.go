@@ -306,3 +306,42 @@ func TestSweepGoesOnWithoutAReader(t *testing.T) {
 		return r.Snapshot(types.NamespacedName{Namespace: "ns", Name: "0"}, "").Counts.Connected
 	}, 5*time.Second, 10*time.Millisecond).Should(BeZero())
 }
+
+// TestUnhealthyWarnsOnlyWhenSomethingIsWrong: the supervisor's first report, while its collector starts, is
+// unhealthy with no error; that is no reason for a Warning. A healthy agent turning unhealthy is.
+func TestUnhealthyWarnsOnlyWhenSomethingIsWrong(t *testing.T) {
+	g := NewWithT(t)
+	r, _ := newTestRegistry(t)
+	d := desired("a: 1\n")
+	r.SetDesired(group1, d)
+	m := Membership{Collector: group1, Source: SourcePod}
+	unhealthy := func(g Gomega) []Event {
+		var out []Event
+		for _, e := range r.Snapshot(group1, d.Hash).Events {
+			if e.Reason == v1alpha1.EventUnhealthy {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+
+	starting := full("a")
+	starting.Health = &Health{Healthy: false, Status: "StatusStarting", Components: 2, UnhealthyComponents: []string{"extensions/extension:opamp"}}
+	r.Observe(uid(1), m, starting, &fakeLink{})
+	g.Expect(unhealthy(g)).To(BeEmpty(), "a starting collector is not a warning")
+
+	r.Observe(uid(1), m, Report{SequenceNum: 2, Health: &Health{Healthy: true}}, &fakeLink{})
+	g.Expect(unhealthy(g)).To(BeEmpty())
+
+	r.Observe(uid(1), m, Report{SequenceNum: 3, Health: &Health{Healthy: false, Status: "StatusRecoverableError"}}, &fakeLink{})
+	evs := unhealthy(g)
+	g.Expect(evs).To(HaveLen(1), "a healthy collector turned unhealthy")
+	g.Expect(evs[0].Message).To(HaveSuffix("reported unhealthy: StatusRecoverableError"))
+
+	broken := full("b")
+	broken.Health = &Health{Healthy: false, LastError: "exporter otlp_http: connection refused"}
+	r.Observe(uid(2), m, broken, &fakeLink{})
+	evs = unhealthy(g)
+	g.Expect(evs).To(HaveLen(1), "a first report that names an error")
+	g.Expect(evs[0].Message).To(HaveSuffix("reported unhealthy: exporter otlp_http: connection refused"))
+}

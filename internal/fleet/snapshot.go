@@ -93,12 +93,17 @@ func status(a *agent) v1alpha1.AgentStatus {
 	case a.hasConfig && a.config.Status == v1alpha1.ConfigStatusFailed:
 		s.Message = truncate(a.config.Message, maxMessageLen)
 	case a.reportsUnhealthy():
-		s.Message = truncate(healthText(a.health), maxMessageLen)
+		msg := healthText(a.health)
+		if msg == "" {
+			msg = "reported unhealthy"
+		}
+		s.Message = truncate(msg, maxMessageLen)
 	}
 	return s
 }
 
-// healthText summarizes an unhealthy report: the agent's error and the components that are down.
+// healthText summarizes an unhealthy report: the agent's error and the components that are down; empty
+// when the report says neither.
 func healthText(h *Health) string {
 	var parts []string
 	if h.LastError != "" {
@@ -108,9 +113,6 @@ func healthText(h *Health) string {
 	}
 	if len(h.UnhealthyComponents) > 0 {
 		parts = append(parts, "unhealthy components: "+strings.Join(h.UnhealthyComponents, ", "))
-	}
-	if len(parts) == 0 {
-		return "reported unhealthy"
 	}
 	return strings.Join(parts, "; ")
 }

@@ -132,6 +132,7 @@ type supervisorFile struct {
 		Executable         string `json:"executable"`
 		ValidateConfig     bool   `json:"validate_config"`
 		ConfigApplyTimeout string `json:"config_apply_timeout"`
+		BootstrapTimeout   string `json:"bootstrap_timeout"`
 		Description        struct {
 			NonIdentifyingAttributes map[string]string `json:"non_identifying_attributes"`
 		} `json:"description"`
@@ -164,7 +165,7 @@ func TestPodSupervisorYAML(t *testing.T) {
 			t.Errorf("capability %s = %v (present %v), want explicitly true", capability, v, ok)
 		}
 	}
-	if f.Agent.Executable != "/otelcol-contrib" || !f.Agent.ValidateConfig || f.Agent.ConfigApplyTimeout != "5s" {
+	if f.Agent.Executable != "/otelcol-contrib" || !f.Agent.ValidateConfig || f.Agent.ConfigApplyTimeout != "5s" || f.Agent.BootstrapTimeout != "20s" {
 		t.Errorf("agent = %+v", f.Agent)
 	}
 	attrs := f.Agent.Description.NonIdentifyingAttributes

@@ -25,6 +25,9 @@ type SupervisorOptions struct {
 	OwnMetrics bool
 }
 
+// bootstrapTimeout is agent.bootstrap_timeout.
+const bootstrapTimeout = 20 * time.Second
+
 // supervisorConfig mirrors the parts of the upstream opampsupervisor v0.149 config file that we set.
 type supervisorConfig struct {
 	Server       supervisorServer       `json:"server"`
@@ -59,9 +62,12 @@ type supervisorAgent struct {
 	Executable string `json:"executable"`
 	// ValidateConfig makes an unknown component fail in milliseconds with the collector's own message,
 	// instead of a crash loop every 5 s.
-	ValidateConfig     bool                  `json:"validate_config"`
-	ConfigApplyTimeout string                `json:"config_apply_timeout"`
-	Description        supervisorDescription `json:"description"`
+	ValidateConfig     bool   `json:"validate_config"`
+	ConfigApplyTimeout string `json:"config_apply_timeout"`
+	// BootstrapTimeout bounds the supervisor's first start of the collector, which asks it for its
+	// description. Upstream's 3 s is too short on a loaded node: the supervisor then exits for good.
+	BootstrapTimeout string                `json:"bootstrap_timeout"`
+	Description      supervisorDescription `json:"description"`
 }
 
 type supervisorDescription struct {
@@ -91,6 +97,7 @@ func SupervisorYAML(o SupervisorOptions) ([]byte, error) {
 			Executable:         o.Executable,
 			ValidateConfig:     true,
 			ConfigApplyTimeout: o.ConfigApplyTimeout.String(),
+			BootstrapTimeout:   bootstrapTimeout.String(),
 			Description:        supervisorDescription{NonIdentifyingAttributes: o.Attributes},
 		},
 		Storage: supervisorStorage{Directory: o.StorageDirectory},

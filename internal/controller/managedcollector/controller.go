@@ -76,7 +76,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	st := &observed{}
 	defer func() {
 		r.computeStatus(ctx, mc, st)
-		if err := r.patchStatus(ctx, base, mc); err != nil {
+		// A write cut short by the manager stopping is not a failure of this object.
+		if err := r.patchStatus(ctx, base, mc); err != nil && ctx.Err() == nil {
 			retErr = errors.Join(retErr, err)
 		}
 	}()

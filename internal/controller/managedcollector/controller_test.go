@@ -110,12 +110,16 @@ type supervisorFile struct {
 	Server struct {
 		Endpoint string            `json:"endpoint"`
 		Headers  map[string]string `json:"headers"`
+		TLS      struct {
+			Insecure bool `json:"insecure"`
+		} `json:"tls"`
 	} `json:"server"`
 	Capabilities map[string]bool `json:"capabilities"`
 	Agent        struct {
 		Executable         string `json:"executable"`
 		ValidateConfig     bool   `json:"validate_config"`
 		ConfigApplyTimeout string `json:"config_apply_timeout"`
+		BootstrapTimeout   string `json:"bootstrap_timeout"`
 		Description        struct {
 			NonIdentifyingAttributes map[string]string `json:"non_identifying_attributes"`
 		} `json:"description"`
@@ -156,8 +160,7 @@ func TestDaemonSetModeProducesSecretConfigMapAndDaemonSet(t *testing.T) {
 	cm := get(g, ns, "edge-supervisor", &corev1.ConfigMap{})
 	g.Expect(cm.Data["collector.yaml"]).To(Equal(validConfig))
 	var sup supervisorFile
-	g.Expect(yaml.UnmarshalStrict([]byte(cm.Data["supervisor.yaml"]), &sup)).To(Or(Succeed(), MatchError(ContainSubstring("unknown field \"tls\""))))
-	g.Expect(yaml.Unmarshal([]byte(cm.Data["supervisor.yaml"]), &sup)).To(Succeed())
+	g.Expect(yaml.UnmarshalStrict([]byte(cm.Data["supervisor.yaml"]), &sup)).To(Succeed())
 	g.Expect(sup.Server.Endpoint).To(Equal("ws://linkmesh-operator.linkmesh-system.svc:4320/v1/opamp"))
 	g.Expect(sup.Server.Headers).To(HaveKeyWithValue("Authorization", "Bearer ${env:LINKMESH_COLLECTOR_TOKEN}"))
 	g.Expect(cm.Data["supervisor.yaml"]).NotTo(ContainSubstring(collectorTok), "the token must not sit in the ConfigMap")
@@ -167,6 +170,7 @@ func TestDaemonSetModeProducesSecretConfigMapAndDaemonSet(t *testing.T) {
 	g.Expect(sup.Agent.Executable).To(Equal("/otelcol-contrib"))
 	g.Expect(sup.Agent.ValidateConfig).To(BeTrue())
 	g.Expect(sup.Agent.ConfigApplyTimeout).To(Equal("3s"))
+	g.Expect(sup.Agent.BootstrapTimeout).To(Equal("20s"))
 	g.Expect(sup.Agent.Description.NonIdentifyingAttributes).To(Equal(map[string]string{
 		"linkmesh.environment": "production",
 		"k8s.node.name":        "${env:K8S_NODE_NAME}",

@@ -1,0 +1,205 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/localagent"
+)
+
+const (
+	timeout  = 60 * time.Second
+	interval = 100 * time.Millisecond
+)
+
+var nsCounter atomic.Int32
+
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	ns := fmt.Sprintf("e2e-%d-%d", time.Now().UnixNano()%100000, nsCounter.Add(1))
+	if err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// freePort is a port on 127.0.0.1 that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// sink is an OTLP/HTTP endpoint on 127.0.0.1 that counts the trace exports it receives.
+type sink struct {
+	*httptest.Server
+	traces atomic.Int32
+}
+
+func newSink(t *testing.T) *sink {
+	s := &sink{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/traces" {
+			s.traces.Add(1)
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// pipeline is a collector config that receives OTLP/HTTP on port and exports traces to the sink.
+func pipeline(port int, sinkURL, extra string) string {
+	return fmt.Sprintf(`# e2e pipeline
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:%d
+exporters:
+  otlp_http:
+    endpoint: %s
+    compression: none
+    sending_queue:
+      enabled: false
+    retry_on_failure:
+      enabled: false
+%sservice:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp_http%s]
+`, port, sinkURL, extraExporter(extra), extraRef(extra))
+}
+
+func extraExporter(name string) string {
+	if name == "" {
+		return ""
+	}
+	return "  " + name + ":\n"
+}
+
+func extraRef(name string) string {
+	if name == "" {
+		return ""
+	}
+	return ", " + name
+}
+
+const span = `{"resourceSpans":[{"resource":{},"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"e2e","kind":1,"startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}`
+
+// sendSpan posts one span to the collector's OTLP/HTTP receiver on port.
+func sendSpan(port int) error {
+	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/v1/traces", port), "application/json", bytes.NewBufferString(span))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("receiver answered %s", resp.Status)
+	}
+	return nil
+}
+
+func sha(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func getMC(g Gomega, ns, name string) *v1alpha1.ManagedCollector {
+	mc := &v1alpha1.ManagedCollector{}
+	g.Expect(env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, mc)).To(Succeed())
+	return mc
+}
+
+func cond(mc *v1alpha1.ManagedCollector, t string) metav1.Condition {
+	if c := apimeta.FindStatusCondition(mc.Status.Conditions, t); c != nil {
+		return *c
+	}
+	return metav1.Condition{}
+}
+
+func eventsOf(g Gomega, ns, name string) []eventsv1.Event {
+	list := &eventsv1.EventList{}
+	g.Expect(env.Client.List(context.Background(), list, client.InNamespace(ns))).To(Succeed())
+	var out []eventsv1.Event
+	for _, e := range list.Items {
+		if e.Regarding.Name == name {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// startNode plays a pod of the ManagedCollector: it reads the rendered ConfigMap and Secret and runs the
+// real supervisor with them. The supervisor is stopped, and its process group killed, when the test ends.
+func startNode(t *testing.T, ns, name, dir string) (*localagent.Node, *localagent.Process) {
+	t.Helper()
+	n, err := localagent.FromCluster(context.Background(), env.Client, types.NamespacedName{Namespace: ns, Name: name},
+		dir, bins, "node-"+name, name+"-collector-abcde")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, run(t, n)
+}
+
+func run(t *testing.T, n *localagent.Node) *localagent.Process {
+	t.Helper()
+	p, err := n.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = p.Stop(15 * time.Second)
+		if t.Failed() {
+			for _, f := range []string{n.LogPath(), filepath.Join(n.StorageDir(), "agent.log")} {
+				if log, err := os.ReadFile(f); err == nil {
+					t.Logf("log %s:\n%s", f, tail(log, 3000))
+				}
+			}
+		}
+	})
+	return p
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) <= n {
+		return b
+	}
+	return b[len(b)-n:]
+}
+
+func nodeDir(t *testing.T, name string) string {
+	d := filepath.Join(t.TempDir(), name)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
