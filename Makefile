@@ -40,10 +40,18 @@ test: ## Run all unit and envtest suites against a real kube-apiserver and etcd.
 
 GOLANGCI_LINT := go tool -modfile=hack/lint/go.mod golangci-lint
 
+# shellcheck: the installer served to hosts (POSIX sh, every finding), and the bash scripts of the repository
+# (warnings and errors).
+INSTALLER_SCRIPT := internal/downloads/install-opamp.sh
+REPO_SCRIPTS := $(wildcard hack/*.sh) .ci/run
+
 .PHONY: lint
-lint: ## go vet, then golangci-lint (pinned in hack/lint/go.mod) with .golangci.yml.
+lint: ## go vet, golangci-lint (pinned in hack/lint/go.mod) with .golangci.yml, and shellcheck (Debian package).
 	go vet ./...
 	$(GOLANGCI_LINT) run ./...
+	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: apt-get install shellcheck"; exit 1; }
+	shellcheck --shell=sh $(INSTALLER_SCRIPT)
+	shellcheck --severity=warning $(REPO_SCRIPTS)
 
 .PHONY: verify
 verify: generate manifests ## Regenerate, then fail on any difference from what is committed.
@@ -81,7 +89,12 @@ E2E_BIN = $(shell hack/e2e-binaries.sh)
 .PHONY: demo
 demo: ## The operator on an embedded local control plane, with config/samples and a node played by the real supervisor.
 	go build -o bin/demo ./cmd/demo
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" bin/demo --bin "$(E2E_BIN)"
+	LINKMESH_E2E_BIN="$(E2E_BIN)" hack/stage-mirror.sh .demo/mirror >/dev/null
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" bin/demo --bin "$(E2E_BIN)" --mirror-dir .demo/mirror
+
+.PHONY: mirror
+mirror: ## Stage the e2e supervisor and collector as an air-gap mirror in .mirror/ (serve it with --mirror-dir=.mirror).
+	hack/stage-mirror.sh .mirror
 
 .PHONY: test-e2e
 test-e2e: ## End-to-end tests with the real upstream supervisor and collector.

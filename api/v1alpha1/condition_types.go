@@ -33,6 +33,9 @@ const (
 	ReasonConfigApplied = "Applied"
 	// ReasonConfigFailed means at least one collector reported the current config as failed.
 	ReasonConfigFailed = "ApplyFailed"
+	// ReasonConfigDrift means a collector reports the current config applied while the config it runs
+	// lacks part of it; the operator re-applies it.
+	ReasonConfigDrift = "ConfigDrift"
 	// ReasonAllHealthy means every connected collector reports itself healthy.
 	ReasonAllHealthy = "AllHealthy"
 	// ReasonUnhealthy means at least one connected collector reports itself unhealthy.
@@ -75,6 +78,11 @@ const (
 	EventConfigApplied = "ConfigApplied"
 	// EventConfigFailed is a Warning carrying the supervisor's error text.
 	EventConfigFailed = "ConfigFailed"
+	// EventConfigDrift is a Warning: a collector's effective config lacks part of the pushed config, whatever
+	// its remote config status says.
+	EventConfigDrift = "ConfigDrift"
+	// EventConfigHealed is emitted when a drifted collector runs the pushed config again.
+	EventConfigHealed = "ConfigHealed"
 	// EventDisconnected is emitted when a collector's connection ends or goes idle.
 	EventDisconnected = "Disconnected"
 	// EventUnhealthy is a Warning: a collector reported itself unhealthy.

@@ -94,6 +94,12 @@ type EnrollmentTokenStatus struct {
 	// +optional
 	RedeemedAt *metav1.Time `json:"redeemedAt,omitempty"`
 
+	// installCommand is how to use the token on a host: the operator's one-line install command, with <TOKEN>
+	// where the token from the Secret goes. Set while the token can be used.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	InstallCommand string `json:"installCommand,omitempty"`
+
 	// observedGeneration is the generation of the spec this status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`

@@ -18,7 +18,7 @@ const (
 )
 
 // ConfigStatus is what a collector last reported about the remote config.
-// +kubebuilder:validation:Enum=Applying;Applied;Failed;Unset
+// +kubebuilder:validation:Enum=Applying;Applied;Failed;Drifted;Unset
 type ConfigStatus string
 
 const (
@@ -28,6 +28,9 @@ const (
 	ConfigStatusApplied ConfigStatus = "Applied"
 	// ConfigStatusFailed means the supervisor could not apply the config; message has its error.
 	ConfigStatusFailed ConfigStatus = "Failed"
+	// ConfigStatusDrifted means the supervisor reports the config applied, but the collector's effective
+	// config lacks part of it; message says what. The operator re-applies it.
+	ConfigStatusDrifted ConfigStatus = "Drifted"
 	// ConfigStatusUnset means the supervisor has reported nothing about a remote config yet.
 	ConfigStatusUnset ConfigStatus = "Unset"
 )
@@ -191,6 +194,10 @@ type AgentCounts struct {
 	// configFailed is the number of connected collectors that failed to apply the current config.
 	// +optional
 	ConfigFailed int32 `json:"configFailed,omitempty"`
+	// configDrifted is the number of connected collectors that report the current config applied while
+	// their effective config lacks part of it. They do not count as configApplied.
+	// +optional
+	ConfigDrifted int32 `json:"configDrifted,omitempty"`
 }
 
 // AgentStatus is one collector as the OpAMP server last saw it.
@@ -270,6 +277,11 @@ type ManagedCollectorStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=50
 	Agents []AgentStatus `json:"agents,omitempty"`
+
+	// throughput is what the collectors moved per second, from the own metrics they push to the operator.
+	// Absent while spec.supervisor.ownMetrics is false or no collector has reported twice.
+	// +optional
+	Throughput *ThroughputStatus `json:"throughput,omitempty"`
 }
 
 // ManagedCollector is a group of OpenTelemetry collectors that share one config, each run by the upstream

@@ -24,6 +24,7 @@ func main() {
 	flag.StringVar(&binDir, "bin", "", "Directory with opampsupervisor and otelcol (hack/e2e-binaries.sh prints it).")
 	flag.StringVar(&o.ListenAddress, "listen", "127.0.0.1:4320", "The operator's OpAMP listener.")
 	flag.StringVar(&o.Node, "node", "node-agents", "The DaemonSet ManagedCollector of config/samples whose pod the demo plays.")
+	flag.StringVar(&o.MirrorDir, "mirror-dir", "", "The operator's air-gap mirror for install-opamp.sh (make mirror stages one).")
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
 	if binDir == "" {

@@ -35,6 +35,9 @@ func run() error {
 	flag.StringVar(&o.TLSKeyFile, "tls-key-file", "", "PEM private key of the listener.")
 	flag.StringVar(&o.AgentImage, "agent-image", manifests.DefaultSupervisorImage,
 		"Default image of collector pods (supervisor, collector and linkmesh-agent-init) for ManagedCollectors without images.supervisor.")
+	flag.StringVar(&o.MirrorDir, "mirror-dir", "",
+		"Directory of upstream otelcol-contrib and opampsupervisor release files (with .sha256 files) that "+
+			"install-opamp.sh downloads from /api/v1/downloads/bin/ on air-gapped hosts; empty serves no mirror.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/downloads"
 	"github.com/linkmesh/linkmesh-operator/internal/localagent"
 	"github.com/linkmesh/linkmesh-operator/internal/operator"
 )
@@ -46,6 +47,8 @@ type Options struct {
 	Out io.Writer
 	// Node is the DaemonSet ManagedCollector from config/samples whose pod the node plays.
 	Node string
+	// MirrorDir is the operator's --mirror-dir, from which install-opamp.sh downloads; empty for none.
+	MirrorDir string
 }
 
 // Run runs the demo until ctx ends, then stops everything it started.
@@ -83,7 +86,7 @@ func Run(ctx context.Context, o Options) (retErr error) {
 	}
 	say("  kubectl works against it: export KUBECONFIG=%s", kubeconfigPath)
 
-	op, err := operator.New(cfg, operator.Options{MetricsAddr: "0", ProbeAddr: "0", OpAMPBindAddress: o.ListenAddress})
+	op, err := operator.New(cfg, operator.Options{MetricsAddr: "0", ProbeAddr: "0", OpAMPBindAddress: o.ListenAddress, MirrorDir: o.MirrorDir})
 	if err != nil {
 		return err
 	}
@@ -97,6 +100,10 @@ func Run(ctx context.Context, o Options) (retErr error) {
 		}
 	}()
 	say("Operator running; collectors reach it at %s", op.ExternalURL())
+	if o.MirrorDir != "" {
+		say("  a host enrolls with an EnrollmentToken's token, binaries from the mirror %s:", o.MirrorDir)
+		say("  %s --root %s --no-start", downloads.InstallCommand(op.ExternalURL()), filepath.Join(o.WorkDir, "host"))
+	}
 
 	c := op.GetClient()
 	if !op.GetCache().WaitForCacheSync(ctx) {

@@ -96,6 +96,8 @@ type Report struct {
 	RemoteConfig *RemoteConfigReport
 	// EffectiveConfigHash is the hex sha256 of the effective config, when the agent sent it.
 	EffectiveConfigHash *string
+	// EffectiveConfig is the effective config itself, when the agent sent it; drift is checked against it.
+	EffectiveConfig *string
 	// Capabilities are the agent's AgentCapabilities bits; zero when absent.
 	Capabilities uint64
 	// AcceptsRemoteConfig is the AcceptsRemoteConfig capability.
@@ -107,8 +109,11 @@ type Reply struct {
 	// ReportFullState asks the agent to send its full state: it is unknown to this replica, or a message
 	// went missing.
 	ReportFullState bool
-	// Config is the config to push, nil when the agent runs, or was already sent, the desired config.
+	// Config is the config to push, nil when the agent runs, or was already sent, the desired config. An
+	// empty Config (no file) makes the supervisor stop its collector; a drift heal sends it.
 	Config *Desired
+	// Restart asks the agent to restart its collector, the last resort of a drift heal.
+	Restart bool
 }
 
 // Link is the OpAMP server's handle on an agent's live connection. Plain-HTTP agents have none.
@@ -141,6 +146,12 @@ type agent struct {
 	link           Link
 	// sentHash is the hash pushed over the current connection, so a config is sent once per connection.
 	sentHash string
+	// ownMetricsSent is what was last sent about own_metrics over the current connection.
+	ownMetricsSent OwnMetricsAction
+	// own is the throughput state fed by the agent's own metrics; nil until the first export.
+	own *ownMetrics
+	// drift is the comparison of the effective config with the desired one, and the heal in progress.
+	drift driftState
 }
 
 // display names the agent in an Event: its host or pod, and always its instance UID.
@@ -161,6 +172,9 @@ func (a *agent) healthy() bool { return a.health != nil && a.health.Healthy }
 
 // needs says whether d must be pushed to the agent over its current connection.
 func (a *agent) needs(d *Desired) bool {
-	return d != nil && a.connected && a.described && a.acceptsRC &&
-		a.config.Hash != d.Hash && a.sentHash != d.Hash
+	if d == nil {
+		return false
+	}
+	d = a.target(d)
+	return a.connected && a.described && a.acceptsRC && a.config.Hash != d.Hash && a.sentHash != d.Hash
 }

@@ -87,6 +87,12 @@ func message(k eventKey, p *pendingEvent) string {
 		verb = fmt.Sprintf("failed to apply config %s: %s", shortHash(k.hash), k.detail)
 	case v1alpha1.EventDisconnected:
 		verb = "disconnected"
+	case v1alpha1.EventOwnMetricsOffered:
+		verb = "was offered the own_metrics destination"
+	case v1alpha1.EventConfigDrift:
+		verb = fmt.Sprintf("reports config %s applied, but its %s; re-applying it", shortHash(k.hash), k.detail)
+	case v1alpha1.EventConfigHealed:
+		verb = "runs config " + shortHash(k.hash) + " again"
 	case v1alpha1.EventUnhealthy:
 		verb = "reported unhealthy"
 		if k.detail != "" {

@@ -29,6 +29,8 @@ type Snapshot struct {
 	Agents []v1alpha1.AgentStatus
 	// Events are the transitions since the last snapshot, for the reconciler to record.
 	Events []Event
+	// Throughput is from the agents' own metrics; nil when none reported recently.
+	Throughput *v1alpha1.ThroughputStatus
 }
 
 // Event is an agent transition the reconciler records as a Kubernetes Event on the ManagedCollector.

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/collectorconfig"
 )
 
 // Defaults of Options.
@@ -65,8 +66,11 @@ var _ Fleet = (*Registry)(nil)
 type group struct {
 	key     types.NamespacedName
 	desired *Desired
-	members map[string]*agent
-	events  eventLog
+	// shape is the structure of desired, parsed once per shapeHash for drift checks.
+	shape     *collectorconfig.Shape
+	shapeHash string
+	members   map[string]*agent
+	events    eventLog
 	// lastSignal and timerSet coalesce change signals to one per SignalInterval.
 	lastSignal time.Time
 	timerSet   bool
@@ -252,6 +256,7 @@ func (r *Registry) Observe(uid string, m Membership, rep Report, link Link) Repl
 		a.connected = true
 		a.link = link
 		a.sentHash = ""
+		a.ownMetricsSent = OwnMetricsNone
 		changed = true
 	}
 	a.lastSeen = now
@@ -298,6 +303,9 @@ func (r *Registry) Observe(uid string, m Membership, rep Report, link Link) Repl
 		a.hasConfig = true
 		changed = true
 	}
+	if g.checkDriftLocked(a, rep.EffectiveConfig, now) {
+		changed = true
+	}
 	if changed {
 		r.changedLocked(g)
 	}
@@ -305,9 +313,13 @@ func (r *Registry) Observe(uid string, m Membership, rep Report, link Link) Repl
 		return reply
 	}
 	if a.needs(g.desired) {
-		d := *g.desired
+		d := *a.target(g.desired)
 		a.sentHash = d.Hash
 		reply.Config = &d
+	}
+	if a.drift.restart {
+		a.drift.restart = false
+		reply.Restart = true
 	}
 	return reply
 }
@@ -325,8 +337,9 @@ func (r *Registry) Take(uid string, link Link) (Desired, bool) {
 	if g == nil || !a.needs(g.desired) {
 		return Desired{}, false
 	}
-	a.sentHash = g.desired.Hash
-	return *g.desired, true
+	d := *a.target(g.desired)
+	a.sentHash = d.Hash
+	return d, true
 }
 
 // Disconnect records that link, the agent's connection, closed. A newer connection of the same agent is
@@ -345,6 +358,7 @@ func (r *Registry) disconnectLocked(a *agent) {
 	a.connected = false
 	a.link = nil
 	a.sentHash = ""
+	a.ownMetricsSent = OwnMetricsNone
 	if g := r.groups[a.membership.Collector]; g != nil {
 		g.events.add(v1alpha1.EventDisconnected, corev1.EventTypeNormal, "", "", a)
 		r.changedLocked(g)
@@ -357,6 +371,7 @@ func (r *Registry) Sweep() {
 	now := r.opts.Clock.Now()
 	var closing []Link
 	r.mu.Lock()
+	r.expireOwnMetricsLocked(now)
 	for uid, a := range r.agents {
 		idle := now.Sub(a.lastSeen)
 		switch {
@@ -467,6 +482,8 @@ func (r *Registry) Snapshot(collector types.NamespacedName, desiredHash string) 
 		Counts: count(members, desiredHash),
 		Agents: bounded(members, v1alpha1.MaxAgentsInStatus),
 		Events: g.events.drain(),
+		// Rates sum only the agents that exported within StaleAfter.
+		Throughput: r.throughputLocked(g, r.opts.Clock.Now()).Status(),
 	}
 }
 

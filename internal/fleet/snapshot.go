@@ -29,10 +29,12 @@ func count(members []*agent, desiredHash string) v1alpha1.AgentCounts {
 		if desiredHash == "" || !a.hasConfig || a.config.Hash != desiredHash {
 			continue
 		}
-		switch a.config.Status {
-		case v1alpha1.ConfigStatusApplied:
+		switch {
+		case a.drifted():
+			c.ConfigDrifted++
+		case a.config.Status == v1alpha1.ConfigStatusApplied:
 			c.ConfigApplied++
-		case v1alpha1.ConfigStatusFailed:
+		case a.config.Status == v1alpha1.ConfigStatusFailed:
 			c.ConfigFailed++
 		}
 	}
@@ -41,7 +43,7 @@ func count(members []*agent, desiredHash string) v1alpha1.AgentCounts {
 
 // troubled agents are listed first: a user opening status wants the broken ones.
 func troubled(a *agent) bool {
-	return a.connected && (a.reportsUnhealthy() || (a.hasConfig && a.config.Status == v1alpha1.ConfigStatusFailed))
+	return a.connected && (a.reportsUnhealthy() || a.drifted() || (a.hasConfig && a.config.Status == v1alpha1.ConfigStatusFailed))
 }
 
 // bounded returns at most limit agents: failing and unhealthy first, then the most recently seen, with the
@@ -90,6 +92,9 @@ func status(a *agent) v1alpha1.AgentStatus {
 		s.ConfigStatus = a.config.Status
 	}
 	switch {
+	case a.drifted():
+		s.ConfigStatus = v1alpha1.ConfigStatusDrifted
+		s.Message = truncate(driftText(a.drift.missing), maxMessageLen)
 	case a.hasConfig && a.config.Status == v1alpha1.ConfigStatusFailed:
 		s.Message = truncate(a.config.Message, maxMessageLen)
 	case a.reportsUnhealthy():

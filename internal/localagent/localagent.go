@@ -37,13 +37,20 @@ type Node struct {
 	// Env is what the pod's container would have in its environment.
 	Env []string
 	bin Binaries
+	// storage overrides Dir/storage.
+	storage string
 }
 
 // ConfigPath is the supervisor.yaml the supervisor reads.
 func (n *Node) ConfigPath() string { return filepath.Join(n.Dir, "supervisor.yaml") }
 
 // StorageDir is the supervisor's storage directory; it keeps the instance UID across restarts.
-func (n *Node) StorageDir() string { return filepath.Join(n.Dir, "storage") }
+func (n *Node) StorageDir() string {
+	if n.storage != "" {
+		return n.storage
+	}
+	return filepath.Join(n.Dir, "storage")
+}
 
 // LogPath collects the supervisor's and its collector's output.
 func (n *Node) LogPath() string { return filepath.Join(n.Dir, "supervisor.log") }
@@ -75,7 +82,42 @@ func New(dir string, supervisorYAML []byte, env []string, bin Binaries) (*Node, 
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Dir: dir, Env: env, bin: bin}
+	return newNode(&Node{Dir: dir, Env: env, bin: bin}, supervisorYAML)
+}
+
+// Installed prepares a node from what install-opamp.sh --root left under root: its supervisor.yaml with
+// agent.executable and storage.directory rebased to root, and the binaries it installed. The rebased copy is
+// root/supervisor.yaml; the storage directory is the installed one, so the instance UID the supervisor
+// keeps there is the one a second run of the installer finds.
+func Installed(root string) (*Node, error) {
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(root, "etc", "otelcol-supervisor", "supervisor.yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the installed supervisor.yaml: %w", err)
+	}
+	var cfg struct {
+		Agent struct {
+			Executable string `json:"executable"`
+		} `json:"agent"`
+		Storage struct {
+			Directory string `json:"directory"`
+		} `json:"storage"`
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("parsing the installed supervisor.yaml: %w", err)
+	}
+	n := &Node{
+		Dir:     root,
+		bin:     Binaries{Supervisor: filepath.Join(root, "usr", "local", "bin", "opampsupervisor"), Collector: filepath.Join(root, cfg.Agent.Executable)},
+		storage: filepath.Join(root, cfg.Storage.Directory),
+	}
+	return newNode(n, b)
+}
+
+func newNode(n *Node, supervisorYAML []byte) (*Node, error) {
 	var cfg map[string]any
 	if err := yaml.Unmarshal(supervisorYAML, &cfg); err != nil {
 		return nil, fmt.Errorf("parsing supervisor.yaml: %w", err)
@@ -85,7 +127,7 @@ func New(dir string, supervisorYAML []byte, env []string, bin Binaries) (*Node, 
 	if agent == nil || storage == nil {
 		return nil, errors.New("supervisor.yaml has no agent or storage section")
 	}
-	agent["executable"] = bin.Collector
+	agent["executable"] = n.bin.Collector
 	storage["directory"] = n.StorageDir()
 	out, err := yaml.Marshal(cfg)
 	if err != nil {

@@ -160,7 +160,7 @@ func TestPodSupervisorYAML(t *testing.T) {
 	if got := f.Server.Headers["Authorization"]; got != "Bearer ${env:LINKMESH_COLLECTOR_TOKEN}" {
 		t.Errorf("Authorization = %q, want the token to come from the environment", got)
 	}
-	for _, capability := range []string{"accepts_remote_config", "reports_remote_config", "reports_effective_config", "reports_health", "reports_own_metrics", "reports_heartbeat"} {
+	for _, capability := range []string{"accepts_remote_config", "accepts_restart_command", "reports_remote_config", "reports_effective_config", "reports_health", "reports_own_metrics", "reports_heartbeat"} {
 		if v, ok := f.Capabilities[capability]; !ok || !v {
 			t.Errorf("capability %s = %v (present %v), want explicitly true", capability, v, ok)
 		}

@@ -50,7 +50,9 @@ type supervisorTLS struct {
 // reports_remote_config to false, and without reports_remote_config the server never learns whether a config
 // applied.
 type supervisorCapabilities struct {
-	AcceptsRemoteConfig    bool `json:"accepts_remote_config"`
+	AcceptsRemoteConfig bool `json:"accepts_remote_config"`
+	// AcceptsRestartCommand lets the operator restart a collector whose effective config drifted.
+	AcceptsRestartCommand  bool `json:"accepts_restart_command"`
 	ReportsRemoteConfig    bool `json:"reports_remote_config"`
 	ReportsEffectiveConfig bool `json:"reports_effective_config"`
 	ReportsHealth          bool `json:"reports_health"`
@@ -87,6 +89,7 @@ func SupervisorYAML(o SupervisorOptions) ([]byte, error) {
 		},
 		Capabilities: supervisorCapabilities{
 			AcceptsRemoteConfig:    true,
+			AcceptsRestartCommand:  true,
 			ReportsRemoteConfig:    true,
 			ReportsEffectiveConfig: true,
 			ReportsHealth:          true,

@@ -56,7 +56,7 @@ func tokenDigests(obj client.Object) []string {
 			out = append(out, digest(string(v)))
 		}
 	}
-	return out
+	return append(out, ownMetricsDigests(s)...)
 }
 
 func digest(token string) string {
@@ -71,6 +71,8 @@ type principal struct {
 	tokenUID types.UID
 	// fingerprint names the credential in logs.
 	fingerprint string
+	// ownMetricsToken is offered as the own_metrics destination's bearer; never the OpAMP credential.
+	ownMetricsToken string
 }
 
 // bearer extracts the token of an "Authorization: Bearer <token>" header.
@@ -123,8 +125,9 @@ func (s *Server) collectorPrincipal(ctx context.Context, sec *corev1.Secret, tok
 		return nil, errUnauthorized
 	}
 	return &principal{
-		membership:  fleet.Membership{Collector: key, Source: fleet.SourcePod},
-		fingerprint: credential.Fingerprint(token),
+		membership:      fleet.Membership{Collector: key, Source: fleet.SourcePod},
+		fingerprint:     credential.Fingerprint(token),
+		ownMetricsToken: string(sec.Data[naming.OwnMetricsTokenKey]),
 	}, nil
 }
 
@@ -150,9 +153,10 @@ func (s *Server) hostPrincipal(ctx context.Context, sec *corev1.Secret, token st
 		return nil, err
 	}
 	return &principal{
-		membership:  fleet.Membership{Collector: collector, Source: fleet.SourceHost, Token: key},
-		tokenUID:    et.UID,
-		fingerprint: credential.Fingerprint(token),
+		membership:      fleet.Membership{Collector: collector, Source: fleet.SourceHost, Token: key},
+		tokenUID:        et.UID,
+		fingerprint:     credential.Fingerprint(token),
+		ownMetricsToken: HostOwnMetricsToken(string(sec.Data[v1alpha1.TokenSecretKey])),
 	}, nil
 }
 

@@ -58,6 +58,9 @@ type Options struct {
 	Clock clock.PassiveClock
 	// Logger defaults to the controller-runtime logger named "opamp".
 	Logger logr.Logger
+	// OwnMetricsEndpoint is the /v1/metrics URL offered to collectors as their own_metrics destination;
+	// empty offers nothing.
+	OwnMetricsEndpoint string
 }
 
 // Server is the OpAMP endpoint. Mount Handler at Path and add ConnContext to the listener.
@@ -71,6 +74,8 @@ type Server struct {
 	redeemTO  time.Duration
 	clock     clock.PassiveClock
 	log       logr.Logger
+	// ownMetricsURL is Options.OwnMetricsEndpoint.
+	ownMetricsURL string
 
 	opampHandler opamp.HTTPHandlerFunc
 	connContext  opamp.ConnContext
@@ -110,6 +115,8 @@ func New(opts Options) (*Server, error) {
 		redeemTO:  opts.RedeemTimeout,
 		clock:     opts.Clock,
 		log:       opts.Logger,
+
+		ownMetricsURL: opts.OwnMetricsEndpoint,
 	}
 	handler, connContext, err := opamp.New(&opampLogger{log: opts.Logger.WithName("opamp-go")}).Attach(opamp.Settings{
 		Callbacks: opamptypes.Callbacks{OnConnecting: s.onConnecting},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -141,8 +142,14 @@ func (c *session) onMessage(ctx context.Context, conn opamptypes.Connection, msg
 	if reply.ReportFullState {
 		resp.Flags |= uint64(protobufs.ServerToAgentFlags_ServerToAgentFlags_ReportFullState)
 	}
+	if reply.Restart {
+		resp.Command = &protobufs.ServerToAgentCommand{Type: protobufs.CommandType_CommandType_Restart}
+	}
 	if reply.Config != nil {
 		resp.RemoteConfig = remoteConfig(*reply.Config)
+	}
+	if !reply.ReportFullState {
+		c.offerOwnMetrics(uid, link, resp)
 	}
 	return resp
 }
@@ -278,6 +285,10 @@ func websocketOf(conn opamptypes.Connection) *websocket.Conn {
 // remoteConfig is the config under one file name, with config_hash the sha256 of its exact bytes: the
 // supervisor rejects a status report without a hash.
 func remoteConfig(d fleet.Desired) *protobufs.AgentRemoteConfig {
+	if d.Config == "" {
+		// No file at all: the supervisor stops its collector. A drift heal sends this before the desired config.
+		return &protobufs.AgentRemoteConfig{Config: &protobufs.AgentConfigMap{}, ConfigHash: collectorconfig.HashBytes("")}
+	}
 	return &protobufs.AgentRemoteConfig{
 		Config: &protobufs.AgentConfigMap{ConfigMap: map[string]*protobufs.AgentConfigFile{
 			ConfigFileName: {Body: []byte(d.Config), ContentType: "text/yaml"},
@@ -318,6 +329,8 @@ func report(msg *protobufs.AgentToServer) fleet.Report {
 	if e := msg.EffectiveConfig; e != nil && e.ConfigMap != nil {
 		h := effectiveHash(e.ConfigMap)
 		r.EffectiveConfigHash = &h
+		body := effectiveBody(e.ConfigMap)
+		r.EffectiveConfig = &body
 	}
 	return r
 }
@@ -333,6 +346,22 @@ func configStatus(s protobufs.RemoteConfigStatuses) v1alpha1.ConfigStatus {
 	default:
 		return v1alpha1.ConfigStatusUnset
 	}
+}
+
+// effectiveBody is the effective config as one document: the supervisor reports a single file; several are
+// joined in name order.
+func effectiveBody(m *protobufs.AgentConfigMap) string {
+	names := make([]string, 0, len(m.ConfigMap))
+	for name := range m.ConfigMap {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, name := range names {
+		b.Write(m.ConfigMap[name].GetBody())
+		b.WriteString("\n")
+	}
+	return b.String()
 }
 
 // effectiveHash is the sha256 of a single-file config's body, so it equals config_hash when the collector

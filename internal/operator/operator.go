@@ -21,17 +21,20 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/controller/enrollmenttoken"
 	"github.com/linkmesh/linkmesh-operator/internal/controller/managedcollector"
+	"github.com/linkmesh/linkmesh-operator/internal/downloads"
 	"github.com/linkmesh/linkmesh-operator/internal/fleet"
 	"github.com/linkmesh/linkmesh-operator/internal/index"
 	"github.com/linkmesh/linkmesh-operator/internal/listener"
 	"github.com/linkmesh/linkmesh-operator/internal/manifests"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
 	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
+	"github.com/linkmesh/linkmesh-operator/internal/otlpintake"
 )
 
 // Options configure the operator.
@@ -53,6 +56,8 @@ type Options struct {
 	TLSCertFile, TLSKeyFile string
 	// AgentImage is the default image of collector pods.
 	AgentImage string
+	// MirrorDir (--mirror-dir) is served under /api/v1/downloads/bin/ to installers on air-gapped hosts.
+	MirrorDir string
 	// Clock drives EnrollmentToken expiry; nil means the real clock.
 	Clock clock.PassiveClock
 	// SkipControllerNameValidation lets one process build the operator more than once (controller-runtime
@@ -146,8 +151,13 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 	if err := mgr.Add(fl); err != nil {
 		return nil, err
 	}
+	ownMetrics, err := otlpintake.Endpoint(o.ExternalURL)
+	if err != nil {
+		return nil, err
+	}
 	opamp, err := opampserver.New(opampserver.Options{
 		Client: mgr.GetClient(), Cache: mgr.GetCache(), APIReader: mgr.GetAPIReader(), Fleet: fl, Clock: o.Clock,
+		OwnMetricsEndpoint: ownMetrics,
 	})
 	if err != nil {
 		return nil, err
@@ -156,6 +166,22 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 		return nil, err
 	}
 	lis.Handle(opampserver.Path, opamp.Handler())
+	intake, err := otlpintake.New(otlpintake.Options{Auth: opamp, Fleet: fl})
+	if err != nil {
+		return nil, err
+	}
+	lis.Handle(otlpintake.Path, intake)
+	// The last operator built in a process owns the series; only tests build more than one.
+	throughput := otlpintake.NewCollector(fl)
+	ctrlmetrics.Registry.Unregister(throughput)
+	if err := ctrlmetrics.Registry.Register(throughput); err != nil {
+		return nil, fmt.Errorf("registering the throughput metrics: %w", err)
+	}
+	dl, err := downloads.New(downloads.Options{Tokens: opamp, MirrorDir: o.MirrorDir})
+	if err != nil {
+		return nil, err
+	}
+	lis.Handle(downloads.Prefix, dl)
 	lis.AddConnContext(opamp.ConnContext())
 	if err := mgr.Add(lis); err != nil {
 		return nil, err
@@ -174,10 +200,11 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 		return nil, fmt.Errorf("setting up the ManagedCollector controller: %w", err)
 	}
 	if err := (&enrollmenttoken.Reconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  recorder,
-		Clock:     o.Clock,
+		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
+		Recorder:       recorder,
+		Clock:          o.Clock,
+		InstallCommand: downloads.InstallCommand(o.ExternalURL),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the EnrollmentToken controller: %w", err)
 	}

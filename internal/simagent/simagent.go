@@ -48,6 +48,11 @@ type Options struct {
 	UID uuid.UUID
 	// Apply answers each config; nil reports APPLIED.
 	Apply ApplyFunc
+	// Effective, when set, gives the effective config the agent reports after each config it receives
+	// (the supervisor reports what its collector runs); the agent then has ReportsEffectiveConfig.
+	Effective func(*protobufs.AgentRemoteConfig) string
+	// OwnMetrics adds the ReportsOwnMetrics capability, as spec.supervisor.ownMetrics does.
+	OwnMetrics bool
 }
 
 // Agent is a running simulated supervisor.
@@ -56,10 +61,14 @@ type Agent struct {
 	client   opampclient.OpAMPClient
 	stopOnce sync.Once
 
-	mu      sync.Mutex
-	configs []*protobufs.AgentRemoteConfig
-	errs    []*protobufs.ServerErrorResponse
-	apply   ApplyFunc
+	mu        sync.Mutex
+	configs   []*protobufs.AgentRemoteConfig
+	errs      []*protobufs.ServerErrorResponse
+	commands  []*protobufs.ServerToAgentCommand
+	apply     ApplyFunc
+	effective func(*protobufs.AgentRemoteConfig) string
+	current   string
+	offers    []*protobufs.TelemetryConnectionSettings
 }
 
 // Start connects an agent to the OpAMP server at addr (host:port) with the bearer token. It is stopped
@@ -69,7 +78,7 @@ func Start(t testing.TB, addr, token string, o Options) *Agent {
 	if o.UID == uuid.Nil {
 		o.UID = uuid.Must(uuid.NewV7())
 	}
-	a := &Agent{UID: o.UID, apply: o.Apply}
+	a := &Agent{UID: o.UID, apply: o.Apply, effective: o.Effective}
 	settings := clienttypes.StartSettings{
 		Header:      http.Header{"Authorization": []string{"Bearer " + token}},
 		InstanceUid: clienttypes.InstanceUid(o.UID),
@@ -80,7 +89,23 @@ func Start(t testing.TB, addr, token string, o Options) *Agent {
 				a.errs = append(a.errs, err)
 				a.mu.Unlock()
 			},
+			OnCommand: func(_ context.Context, cmd *protobufs.ServerToAgentCommand) error {
+				a.mu.Lock()
+				a.commands = append(a.commands, cmd)
+				a.mu.Unlock()
+				return nil
+			},
 		},
+	}
+	if o.Effective != nil {
+		// Only then: opamp-go sends whatever this returns in the first message, capability or not.
+		settings.Callbacks.GetEffectiveConfig = func(context.Context) (*protobufs.EffectiveConfig, error) {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return &protobufs.EffectiveConfig{ConfigMap: &protobufs.AgentConfigMap{ConfigMap: map[string]*protobufs.AgentConfigFile{
+				"": {Body: []byte(a.current)},
+			}}}, nil
+		}
 	}
 	if o.HTTP {
 		a.client = opampclient.NewHTTP(nil)
@@ -92,6 +117,13 @@ func Start(t testing.TB, addr, token string, o Options) *Agent {
 		settings.OpAMPServerURL = "ws://" + addr + "/v1/opamp"
 	}
 	caps := Capabilities
+	if o.OwnMetrics {
+		caps |= protobufs.AgentCapabilities_AgentCapabilities_ReportsOwnMetrics
+	}
+	if o.Effective != nil {
+		caps |= protobufs.AgentCapabilities_AgentCapabilities_ReportsEffectiveConfig |
+			protobufs.AgentCapabilities_AgentCapabilities_AcceptsRestartCommand
+	}
 	if err := a.client.SetAgentDescription(Description(o.Host)); err != nil {
 		t.Fatal(err)
 	}
@@ -124,6 +156,11 @@ func (a *Agent) SetHealth(healthy bool, lastError string) error {
 }
 
 func (a *Agent) onMessage(_ context.Context, msg *clienttypes.MessageData) {
+	if msg.OwnMetricsConnSettings != nil {
+		a.mu.Lock()
+		a.offers = append(a.offers, msg.OwnMetricsConnSettings)
+		a.mu.Unlock()
+	}
 	if msg.RemoteConfig == nil {
 		return
 	}
@@ -134,6 +171,12 @@ func (a *Agent) onMessage(_ context.Context, msg *clienttypes.MessageData) {
 	status, text := protobufs.RemoteConfigStatuses_RemoteConfigStatuses_APPLIED, ""
 	if apply != nil {
 		status, text = apply(msg.RemoteConfig)
+	}
+	if a.effective != nil {
+		a.mu.Lock()
+		a.current = a.effective(msg.RemoteConfig)
+		a.mu.Unlock()
+		_ = a.client.UpdateEffectiveConfig(context.Background())
 	}
 	_ = a.client.SetRemoteConfigStatus(&protobufs.RemoteConfigStatus{
 		LastRemoteConfigHash: msg.RemoteConfig.ConfigHash,
@@ -149,9 +192,23 @@ func (a *Agent) Received() []*protobufs.AgentRemoteConfig {
 	return append([]*protobufs.AgentRemoteConfig(nil), a.configs...)
 }
 
+// Commands is every command the agent got.
+func (a *Agent) Commands() []*protobufs.ServerToAgentCommand {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]*protobufs.ServerToAgentCommand(nil), a.commands...)
+}
+
 // Errors is every ServerErrorResponse the agent got.
 func (a *Agent) Errors() []*protobufs.ServerErrorResponse {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]*protobufs.ServerErrorResponse(nil), a.errs...)
+}
+
+// OwnMetricsOffers is every own_metrics destination the agent was offered.
+func (a *Agent) OwnMetricsOffers() []*protobufs.TelemetryConnectionSettings {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]*protobufs.TelemetryConnectionSettings(nil), a.offers...)
 }

@@ -158,6 +158,21 @@ func eventsOf(g Gomega, ns, name string) []eventsv1.Event {
 	return out
 }
 
+// createCollector creates a ManagedCollector and waits until the operator has rendered its ConfigMap, the
+// moment a pod (or a test playing one) can start.
+func createCollector(t *testing.T, ns, name string, spec v1alpha1.ManagedCollectorSpec) {
+	t.Helper()
+	g := NewWithT(t)
+	ctx := context.Background()
+	g.Expect(env.Client.Create(ctx, &v1alpha1.ManagedCollector{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       spec,
+	})).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name + "-supervisor"}, &corev1.ConfigMap{})).To(Succeed())
+	}, timeout, interval).Should(Succeed())
+}
+
 // startNode plays a pod of the ManagedCollector: it reads the rendered ConfigMap and Secret and runs the
 // real supervisor with them. The supervisor is stopped, and its process group killed, when the test ends.
 func startNode(t *testing.T, ns, name, dir string) (*localagent.Node, *localagent.Process) {

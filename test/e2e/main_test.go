@@ -28,6 +28,9 @@ var (
 	op       *operator.Operator
 	stopOp   func()
 	bindAddr string
+
+	// mirrorDir is the operator's --mirror-dir, staged with the e2e binaries by hack/stage-mirror.sh.
+	mirrorDir string
 )
 
 func TestMain(m *testing.M) {
@@ -42,13 +45,25 @@ func TestMain(m *testing.M) {
 			dir = strings.TrimSpace(string(out))
 		}
 		bins = localagent.Binaries{Supervisor: filepath.Join(dir, "opampsupervisor"), Collector: filepath.Join(dir, "otelcol")}
+		var err error
+		if mirrorDir, err = os.MkdirTemp("", "linkmesh-e2e-mirror-"); err != nil {
+			return nil, err
+		}
+		stage := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "stage-mirror.sh"), mirrorDir)
+		stage.Env = append(os.Environ(), "LINKMESH_E2E_BIN="+dir)
+		if out, err := stage.CombinedOutput(); err != nil {
+			_ = os.RemoveAll(mirrorDir)
+			return nil, fmt.Errorf("staging the mirror: %w\n%s", err, out)
+		}
 		if err := startOperator("127.0.0.1:0"); err != nil {
+			_ = os.RemoveAll(mirrorDir)
 			return nil, err
 		}
 		return func() {
 			opMu.Lock()
 			defer opMu.Unlock()
 			stopOp()
+			_ = os.RemoveAll(mirrorDir)
 		}, nil
 	}))
 }
@@ -57,7 +72,7 @@ func TestMain(m *testing.M) {
 func startOperator(addr string) error {
 	opMu.Lock()
 	defer opMu.Unlock()
-	o, stop, err := testenv.RunOperator(env, operator.Options{OpAMPBindAddress: addr, SkipControllerNameValidation: true})
+	o, stop, err := testenv.RunOperator(env, operator.Options{OpAMPBindAddress: addr, MirrorDir: mirrorDir, SkipControllerNameValidation: true})
 	if err != nil {
 		return err
 	}

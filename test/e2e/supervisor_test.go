@@ -28,17 +28,11 @@ func TestRealSupervisorRunsTheConfig(t *testing.T) {
 	out := newSink(t)
 	p1, p2 := freePort(t), freePort(t)
 	cfg1 := pipeline(p1, out.URL, "")
-	mc := &v1alpha1.ManagedCollector{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "edge"},
-		Spec: v1alpha1.ManagedCollectorSpec{
-			Config:     cfg1,
-			Supervisor: v1alpha1.SupervisorSpec{ConfigApplyTimeout: &metav1.Duration{Duration: 2 * time.Second}},
-		},
-	}
-	g.Expect(env.Client.Create(ctx, mc)).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "edge-supervisor"}, &corev1.ConfigMap{})).To(Succeed())
-	}, timeout, interval).Should(Succeed())
+	createCollector(t, ns, "edge", v1alpha1.ManagedCollectorSpec{
+		Config:     cfg1,
+		Supervisor: v1alpha1.SupervisorSpec{ConfigApplyTimeout: &metav1.Duration{Duration: 2 * time.Second}},
+	})
+	var mc *v1alpha1.ManagedCollector
 
 	// 1. A real supervisor connects.
 	start := time.Now()
@@ -135,13 +129,7 @@ func TestCredentialsAreEnforced(t *testing.T) {
 	out := newSink(t)
 
 	// A wrong token: 401, and the ManagedCollector shows no agent.
-	g.Expect(env.Client.Create(ctx, &v1alpha1.ManagedCollector{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pods"},
-		Spec:       v1alpha1.ManagedCollectorSpec{Config: pipeline(freePort(t), out.URL, "")},
-	})).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "pods-supervisor"}, &corev1.ConfigMap{})).To(Succeed())
-	}, timeout, interval).Should(Succeed())
+	createCollector(t, ns, "pods", v1alpha1.ManagedCollectorSpec{Config: pipeline(freePort(t), out.URL, "")})
 	wrong, err := localagent.FromCluster(ctx, env.Client, types.NamespacedName{Namespace: ns, Name: "pods"}, nodeDir(t, "wrong"), bins, "node-x", "pods-collector-x")
 	g.Expect(err).NotTo(HaveOccurred())
 	wrong.Env[0] = manifests.EnvCollectorToken + "=lmc_wrong-token"
@@ -245,17 +233,10 @@ func TestCredentialsAreEnforced(t *testing.T) {
 // status is right again with no duplicate agent.
 func TestOperatorRestartLosesNothing(t *testing.T) {
 	g := NewWithT(t)
-	ctx := context.Background()
 	ns := newNamespace(t)
 	out := newSink(t)
 	cfg := pipeline(freePort(t), out.URL, "")
-	g.Expect(env.Client.Create(ctx, &v1alpha1.ManagedCollector{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "steady"},
-		Spec:       v1alpha1.ManagedCollectorSpec{Config: cfg},
-	})).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "steady-supervisor"}, &corev1.ConfigMap{})).To(Succeed())
-	}, timeout, interval).Should(Succeed())
+	createCollector(t, ns, "steady", v1alpha1.ManagedCollectorSpec{Config: cfg})
 	startNode(t, ns, "steady", nodeDir(t, "steady"))
 	var uid string
 	g.Eventually(func(g Gomega) {

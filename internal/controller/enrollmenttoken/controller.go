@@ -39,6 +39,8 @@ type Reconciler struct {
 	Recorder  events.EventRecorder
 	// Clock decides expiry; tests inject a fake one.
 	Clock clock.PassiveClock
+	// InstallCommand goes into status.installCommand of a usable token; empty leaves it out.
+	InstallCommand string
 }
 
 // +kubebuilder:rbac:groups=collectors.linkmesh.io,resources=enrollmenttokens,verbs=get;list;watch
@@ -71,6 +73,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	now := r.Clock.Now()
 	from := et.Status.Phase
 	computeStatus(et, now, collectorFound)
+	et.Status.InstallCommand = ""
+	if p := et.Status.Phase; p == v1alpha1.TokenPending || p == v1alpha1.TokenRedeemed {
+		et.Status.InstallCommand = r.InstallCommand
+	}
 	if to := et.Status.Phase; to != from {
 		switch to {
 		case v1alpha1.TokenExpired:

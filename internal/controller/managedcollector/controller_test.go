@@ -164,7 +164,7 @@ func TestDaemonSetModeProducesSecretConfigMapAndDaemonSet(t *testing.T) {
 	g.Expect(sup.Server.Endpoint).To(Equal("ws://linkmesh-operator.linkmesh-system.svc:4320/v1/opamp"))
 	g.Expect(sup.Server.Headers).To(HaveKeyWithValue("Authorization", "Bearer ${env:LINKMESH_COLLECTOR_TOKEN}"))
 	g.Expect(cm.Data["supervisor.yaml"]).NotTo(ContainSubstring(collectorTok), "the token must not sit in the ConfigMap")
-	for _, c := range []string{"accepts_remote_config", "reports_remote_config", "reports_effective_config", "reports_health", "reports_own_metrics", "reports_heartbeat"} {
+	for _, c := range []string{"accepts_remote_config", "accepts_restart_command", "reports_remote_config", "reports_effective_config", "reports_health", "reports_own_metrics", "reports_heartbeat"} {
 		g.Expect(sup.Capabilities).To(HaveKeyWithValue(c, true))
 	}
 	g.Expect(sup.Agent.Executable).To(Equal("/otelcol-contrib"))

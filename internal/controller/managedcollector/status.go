@@ -38,6 +38,7 @@ func (r *Reconciler) computeStatus(ctx context.Context, mc *v1alpha1.ManagedColl
 	counts.Desired = r.desiredAgents(ctx, mc, st)
 	s.Counts = counts
 	s.Agents = snap.Agents
+	s.Throughput = snap.Throughput
 	s.Connected = fmt.Sprintf("%d/%d", counts.Connected, counts.Desired)
 
 	gen := mc.Generation
@@ -70,6 +71,9 @@ func (r *Reconciler) computeStatus(ctx context.Context, mc *v1alpha1.ManagedColl
 	case counts.ConfigFailed > 0:
 		set(v1alpha1.ConditionConfigApplied, false, v1alpha1.ReasonConfigFailed,
 			fmt.Sprintf("%d of %d connected collectors failed to apply the config%s", counts.ConfigFailed, counts.Connected, firstMessage(snap.Agents, v1alpha1.ConfigStatusFailed)))
+	case counts.ConfigDrifted > 0:
+		set(v1alpha1.ConditionConfigApplied, false, v1alpha1.ReasonConfigDrift,
+			fmt.Sprintf("%d of %d connected collectors report the config applied but do not run it; re-applying%s", counts.ConfigDrifted, counts.Connected, firstMessage(snap.Agents, v1alpha1.ConfigStatusDrifted)))
 	case counts.ConfigApplied < counts.Connected:
 		set(v1alpha1.ConditionConfigApplied, false, v1alpha1.ReasonConfigApplying,
 			fmt.Sprintf("%d of %d connected collectors run the current config", counts.ConfigApplied, counts.Connected))
@@ -106,6 +110,8 @@ func readiness(mc *v1alpha1.ManagedCollector, st *observed, c v1alpha1.AgentCoun
 		return false, v1alpha1.ReasonNoAgentsConnected, "waiting for a collector to connect"
 	case c.ConfigFailed > 0:
 		return false, v1alpha1.ReasonConfigFailed, fmt.Sprintf("%d collectors failed to apply the config", c.ConfigFailed)
+	case c.ConfigDrifted > 0:
+		return false, v1alpha1.ReasonConfigDrift, fmt.Sprintf("%d collectors do not run the config they report applied; re-applying it", c.ConfigDrifted)
 	case c.ConfigApplied < c.Connected:
 		return false, v1alpha1.ReasonConfigApplying, fmt.Sprintf("%d of %d collectors run the current config", c.ConfigApplied, c.Connected)
 	case c.Healthy < c.Connected:

@@ -1,0 +1,265 @@
+package downloads
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/yaml"
+
+	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
+)
+
+const (
+	goodToken = "lme_good-token"
+	redeemer  = "0190aaaa-0000-7000-8000-00000000000a"
+)
+
+// fakeTokens admits goodToken, for a host that has not connected yet or for instance "redeemer".
+type fakeTokens struct {
+	err     error
+	gotUID  string
+	checked int
+}
+
+func (f *fakeTokens) CheckHostToken(_ context.Context, token, instanceUID string) (*opampserver.HostEnrollment, error) {
+	f.checked++
+	f.gotUID = instanceUID
+	if f.err != nil {
+		return nil, f.err
+	}
+	if token != goodToken || (instanceUID != "" && instanceUID != redeemer) {
+		return nil, opampserver.ErrTokenRejected
+	}
+	return &opampserver.HostEnrollment{
+		Token: types.NamespacedName{Namespace: "ns", Name: "web-01"},
+		Collector: &v1alpha1.ManagedCollector{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "hosts"},
+			Spec: v1alpha1.ManagedCollectorSpec{Supervisor: v1alpha1.SupervisorSpec{
+				NonIdentifyingAttributes: map[string]string{"team": "edge"},
+			}},
+		},
+	}, nil
+}
+
+func newHandler(t *testing.T, tokens TokenChecker, mirrorDir string) *Handler {
+	t.Helper()
+	h, err := New(Options{Tokens: tokens, MirrorDir: mirrorDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func get(h http.Handler, target string, header http.Header, tlsOn bool) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodGet, target, nil)
+	r.Host = "linkmesh.example.com:4320"
+	for k, v := range header {
+		r.Header[k] = v
+	}
+	if tlsOn {
+		r.TLS = &tls.ConnectionState{}
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+func TestScriptHasTheServerItWasServedFrom(t *testing.T) {
+	h := newHandler(t, &fakeTokens{}, "")
+	cases := []struct {
+		name   string
+		header http.Header
+		tls    bool
+		want   string
+	}{
+		{name: "plain", want: "http://linkmesh.example.com:4320"},
+		{name: "tls", tls: true, want: "https://linkmesh.example.com:4320"},
+		{name: "behind a TLS proxy", header: http.Header{"X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"opamp.example.com"}},
+			want: "https://opamp.example.com"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := get(h, ScriptPath, c.header, c.tls)
+			if w.Code != http.StatusOK {
+				t.Fatalf("status %d: %s", w.Code, w.Body)
+			}
+			if !strings.Contains(w.Body.String(), "\nLINKMESH_SERVER='"+c.want+"'\n") {
+				t.Errorf("the script does not default --server to %s", c.want)
+			}
+			if strings.Contains(w.Body.String(), serverPlaceholder) {
+				t.Error("the placeholder is left in the script")
+			}
+		})
+	}
+	// A host header that could break out of the script's quotes is refused.
+	w := get(h, ScriptPath, http.Header{"X-Forwarded-Host": {"x';rm -rf /;'"}}, false)
+	if w.Code != http.StatusBadRequest {
+		t.Errorf("a hostile host: status %d, want 400", w.Code)
+	}
+}
+
+type bootstrapFile struct {
+	Server struct {
+		Endpoint string            `json:"endpoint"`
+		Headers  map[string]string `json:"headers"`
+	} `json:"server"`
+	Capabilities map[string]bool `json:"capabilities"`
+	Agent        struct {
+		Executable     string `json:"executable"`
+		ValidateConfig bool   `json:"validate_config"`
+		Description    struct {
+			Attributes map[string]string `json:"non_identifying_attributes"`
+		} `json:"description"`
+	} `json:"agent"`
+	Storage struct {
+		Directory string `json:"directory"`
+	} `json:"storage"`
+}
+
+func TestBootstrapConfig(t *testing.T) {
+	bearer := http.Header{"Authorization": {"Bearer " + goodToken}}
+	cases := []struct {
+		name         string
+		target       string
+		header       http.Header
+		tls          bool
+		tokensErr    error
+		wantCode     int
+		wantEndpoint string
+		wantEnv      string
+	}{
+		{name: "bearer", target: BootstrapConfigPath, header: bearer, wantCode: 200, wantEndpoint: "ws://linkmesh.example.com:4320/v1/opamp"},
+		{name: "tls gives wss", target: BootstrapConfigPath, header: bearer, tls: true, wantCode: 200,
+			wantEndpoint: "wss://linkmesh.example.com:4320/v1/opamp"},
+		{name: "query token and environment", target: BootstrapConfigPath + "?token=" + goodToken + "&environment=production",
+			wantCode: 200, wantEndpoint: "ws://linkmesh.example.com:4320/v1/opamp", wantEnv: "production"},
+		{name: "the redeeming instance", target: BootstrapConfigPath + "?instance_uid=" + redeemer, header: bearer, wantCode: 200,
+			wantEndpoint: "ws://linkmesh.example.com:4320/v1/opamp"},
+		{name: "another instance", target: BootstrapConfigPath + "?instance_uid=0190aaaa-0000-7000-8000-000000000001", header: bearer, wantCode: 401},
+		{name: "no token", target: BootstrapConfigPath, wantCode: 401},
+		{name: "wrong token", target: BootstrapConfigPath, header: http.Header{"Authorization": {"Bearer lme_wrong"}}, wantCode: 401},
+		{name: "not bearer", target: BootstrapConfigPath, header: http.Header{"Authorization": {"Basic " + goodToken}}, wantCode: 401},
+		{name: "bad environment", target: BootstrapConfigPath + "?environment=a%0Ab", header: bearer, wantCode: 400},
+		{name: "cache unavailable", target: BootstrapConfigPath, header: bearer, tokensErr: errors.New("cache not synced"), wantCode: 503},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHandler(t, &fakeTokens{err: c.tokensErr}, "")
+			w := get(h, c.target, c.header, c.tls)
+			if w.Code != c.wantCode {
+				t.Fatalf("status %d, want %d: %s", w.Code, c.wantCode, w.Body)
+			}
+			if c.wantCode == http.StatusUnauthorized {
+				if strings.TrimSpace(w.Body.String()) != RejectedMessage {
+					t.Errorf("body %q, want %q", w.Body, RejectedMessage)
+				}
+				return
+			}
+			if c.wantCode != http.StatusOK {
+				return
+			}
+			if cc := w.Header().Get("Cache-Control"); cc != "no-store" {
+				t.Errorf("Cache-Control %q: a response with a token must not be stored", cc)
+			}
+			var f bootstrapFile
+			if err := yaml.Unmarshal(w.Body.Bytes(), &f); err != nil {
+				t.Fatal(err)
+			}
+			if f.Server.Endpoint != c.wantEndpoint || f.Server.Headers["Authorization"] != "Bearer "+goodToken {
+				t.Errorf("server: %+v", f.Server)
+			}
+			for _, k := range []string{"accepts_remote_config", "reports_remote_config"} {
+				if v, ok := f.Capabilities[k]; !ok || !v {
+					t.Errorf("capabilities.%s not written as true", k)
+				}
+			}
+			if !f.Agent.ValidateConfig || f.Agent.Executable != "/usr/local/bin/otelcol-contrib" ||
+				f.Storage.Directory != "/var/lib/otelcol-supervisor" {
+				t.Errorf("agent %+v, storage %+v", f.Agent, f.Storage)
+			}
+			if f.Agent.Description.Attributes["team"] != "edge" || f.Agent.Description.Attributes["linkmesh.environment"] != c.wantEnv {
+				t.Errorf("attributes %v", f.Agent.Description.Attributes)
+			}
+		})
+	}
+}
+
+func TestMirror(t *testing.T) {
+	dir := t.TempDir()
+	outside := t.TempDir()
+	write := func(d, name, content string) {
+		if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(dir, "opampsupervisor_0.135.0_linux_amd64", "supervisor")
+	write(dir, "opampsupervisor_0.135.0_linux_amd64.sha256", "abc  opampsupervisor_0.135.0_linux_amd64\n")
+	write(dir, "notes.txt", "not a release file")
+	write(outside, "opampsupervisor_0.135.0_linux_arm64", "outside")
+	if err := os.Symlink(filepath.Join(outside, "opampsupervisor_0.135.0_linux_arm64"), filepath.Join(dir, "opampsupervisor_0.135.0_linux_arm64")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "otelcol-contrib_0.153.0_linux_amd64.tar.gz"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := newHandler(t, &fakeTokens{}, dir)
+	cases := []struct {
+		file     string
+		wantCode int
+		wantBody string
+	}{
+		{file: "opampsupervisor_0.135.0_linux_amd64", wantCode: 200, wantBody: "supervisor"},
+		{file: "opampsupervisor_0.135.0_linux_amd64.sha256", wantCode: 200, wantBody: "abc  opampsupervisor_0.135.0_linux_amd64\n"},
+		{file: "otelcol-contrib_0.153.0_linux_arm64.tar.gz", wantCode: 404},
+		{file: "notes.txt", wantCode: 404},
+		{file: "opampsupervisor_0.135.0_linux_arm64", wantCode: 404},        // a symlink out of the mirror
+		{file: "otelcol-contrib_0.153.0_linux_amd64.tar.gz", wantCode: 404}, // a directory
+		{file: "..%2Fetc%2Fpasswd", wantCode: 404},
+	}
+	for _, c := range cases {
+		t.Run(c.file, func(t *testing.T) {
+			w := get(h, MirrorPath+c.file, nil, false)
+			if w.Code != c.wantCode {
+				t.Fatalf("status %d, want %d: %s", w.Code, c.wantCode, w.Body)
+			}
+			if c.wantBody != "" && w.Body.String() != c.wantBody {
+				t.Errorf("body %q, want %q", w.Body, c.wantBody)
+			}
+		})
+	}
+
+	noMirror := newHandler(t, &fakeTokens{}, "")
+	if w := get(noMirror, MirrorPath+"opampsupervisor_0.135.0_linux_amd64", nil, false); w.Code != http.StatusNotFound {
+		t.Errorf("without --mirror-dir: status %d, want 404", w.Code)
+	}
+}
+
+// TestHEADServesNoBody: the installer probes the mirror with a download to /dev/null; HEAD works too.
+func TestHEADServesNoBody(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "opampsupervisor_0.135.0_linux_amd64"), []byte("supervisor"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(newHandler(t, &fakeTokens{}, dir))
+	defer srv.Close()
+	resp, err := http.Head(srv.URL + MirrorPath + "opampsupervisor_0.135.0_linux_amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || len(body) != 0 || resp.ContentLength != int64(len("supervisor")) {
+		t.Errorf("HEAD: %s, %d bytes of body, Content-Length %d", resp.Status, len(body), resp.ContentLength)
+	}
+}
