@@ -89,18 +89,28 @@ func bearer(r *http.Request) (string, bool) {
 	return token, true
 }
 
+// candidates are the operator's Secrets that hold token under some key, found through the digest index in
+// the cache; the caller compares the key it accepts in constant time.
+func (s *Server) candidates(ctx context.Context, token string) ([]corev1.Secret, error) {
+	var secrets corev1.SecretList
+	if err := s.cache.List(ctx, &secrets, client.MatchingFields{IndexTokenDigest: digest(token)}); err != nil {
+		return nil, fmt.Errorf("looking up the credential: %w", err)
+	}
+	return secrets.Items, nil
+}
+
 // authenticate maps the request's bearer token to a principal, from the cache only.
 func (s *Server) authenticate(ctx context.Context, r *http.Request) (*principal, error) {
 	token, ok := bearer(r)
 	if !ok {
 		return nil, errUnauthorized
 	}
-	var secrets corev1.SecretList
-	if err := s.cache.List(ctx, &secrets, client.MatchingFields{IndexTokenDigest: digest(token)}); err != nil {
-		return nil, fmt.Errorf("looking up the credential: %w", err)
+	secrets, err := s.candidates(ctx, token)
+	if err != nil {
+		return nil, err
 	}
-	for i := range secrets.Items {
-		sec := &secrets.Items[i]
+	for i := range secrets {
+		sec := &secrets[i]
 		if credential.Equal(token, string(sec.Data[naming.CollectorTokenKey])) {
 			return s.collectorPrincipal(ctx, sec, token)
 		}

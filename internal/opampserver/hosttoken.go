@@ -3,11 +3,8 @@ package opampserver
 import (
 	"context"
 	"errors"
-	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/credential"
@@ -33,12 +30,12 @@ func (s *Server) CheckHostToken(ctx context.Context, token, instanceUID string) 
 	if token == "" || len(token) > maxTokenLen {
 		return nil, ErrTokenRejected
 	}
-	var secrets corev1.SecretList
-	if err := s.cache.List(ctx, &secrets, client.MatchingFields{IndexTokenDigest: digest(token)}); err != nil {
-		return nil, fmt.Errorf("looking up the credential: %w", err)
+	secrets, err := s.candidates(ctx, token)
+	if err != nil {
+		return nil, err
 	}
-	for i := range secrets.Items {
-		sec := &secrets.Items[i]
+	for i := range secrets {
+		sec := &secrets[i]
 		if !credential.Equal(token, string(sec.Data[v1alpha1.TokenSecretKey])) {
 			continue
 		}

@@ -5,12 +5,10 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"fmt"
 	"net/http"
 
 	"github.com/open-telemetry/opamp-go/protobufs"
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/credential"
@@ -64,12 +62,12 @@ func (s *Server) AuthenticateOwnMetrics(ctx context.Context, r *http.Request) (*
 	if !ok {
 		return nil, errUnauthorized
 	}
-	var secrets corev1.SecretList
-	if err := s.cache.List(ctx, &secrets, client.MatchingFields{IndexTokenDigest: digest(token)}); err != nil {
-		return nil, fmt.Errorf("looking up the credential: %w", err)
+	secrets, err := s.candidates(ctx, token)
+	if err != nil {
+		return nil, err
 	}
-	for i := range secrets.Items {
-		sec := &secrets.Items[i]
+	for i := range secrets {
+		sec := &secrets[i]
 		var (
 			p   *principal
 			err error
