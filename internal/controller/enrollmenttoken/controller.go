@@ -48,7 +48,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch
 
 // Reconcile mints the Secret once, then computes the phase and writes status once.
-func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	et := &v1alpha1.EnrollmentToken{}
 	if err := r.Get(ctx, req.NamespacedName, et); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -58,8 +58,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	}
 	base := et.DeepCopy()
 	defer func() {
-		if err := r.patchStatus(ctx, base, et); err != nil {
+		switch err := r.patchStatus(ctx, base, et); {
+		case apierrors.IsConflict(err):
+			// The OpAMP server redeemed the token meanwhile; its phase change triggers the next reconcile.
+		case err != nil:
 			retErr = errors.Join(retErr, err)
+		}
+		if retErr != nil {
+			// An error requeues with backoff; a RequeueAfter beside it would be ignored.
+			res = ctrl.Result{}
 		}
 	}()
 
