@@ -14,10 +14,10 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/yaml"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
+	"github.com/linkmesh/linkmesh-operator/internal/supervisoryaml"
 )
 
 const (
@@ -109,24 +109,6 @@ func TestScriptHasTheServerItWasServedFrom(t *testing.T) {
 	}
 }
 
-type bootstrapFile struct {
-	Server struct {
-		Endpoint string            `json:"endpoint"`
-		Headers  map[string]string `json:"headers"`
-	} `json:"server"`
-	Capabilities map[string]bool `json:"capabilities"`
-	Agent        struct {
-		Executable     string `json:"executable"`
-		ValidateConfig bool   `json:"validate_config"`
-		Description    struct {
-			Attributes map[string]string `json:"non_identifying_attributes"`
-		} `json:"description"`
-	} `json:"agent"`
-	Storage struct {
-		Directory string `json:"directory"`
-	} `json:"storage"`
-}
-
 func TestBootstrapConfig(t *testing.T) {
 	bearer := http.Header{"Authorization": {"Bearer " + goodToken}}
 	cases := []struct {
@@ -172,8 +154,8 @@ func TestBootstrapConfig(t *testing.T) {
 			if cc := w.Header().Get("Cache-Control"); cc != "no-store" {
 				t.Errorf("Cache-Control %q: a response with a token must not be stored", cc)
 			}
-			var f bootstrapFile
-			if err := yaml.Unmarshal(w.Body.Bytes(), &f); err != nil {
+			f, err := supervisoryaml.Parse(w.Body.Bytes())
+			if err != nil {
 				t.Fatal(err)
 			}
 			if f.Server.Endpoint != c.wantEndpoint || f.Server.Headers["Authorization"] != "Bearer "+goodToken {
@@ -188,8 +170,8 @@ func TestBootstrapConfig(t *testing.T) {
 				f.Storage.Directory != "/var/lib/otelcol-supervisor" {
 				t.Errorf("agent %+v, storage %+v", f.Agent, f.Storage)
 			}
-			if f.Agent.Description.Attributes["team"] != "edge" || f.Agent.Description.Attributes["linkmesh.environment"] != c.wantEnv {
-				t.Errorf("attributes %v", f.Agent.Description.Attributes)
+			if f.Agent.Description.NonIdentifyingAttributes["team"] != "edge" || f.Agent.Description.NonIdentifyingAttributes["linkmesh.environment"] != c.wantEnv {
+				t.Errorf("attributes %v", f.Agent.Description.NonIdentifyingAttributes)
 			}
 		})
 	}

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"testing"
 
-	"sigs.k8s.io/yaml"
+	"github.com/linkmesh/linkmesh-operator/internal/supervisoryaml"
 )
 
 // The served installer, run for real under dash against the Handler on 127.0.0.1 with a fake token check and
@@ -167,13 +167,13 @@ func TestInstallerUnderDash(t *testing.T) {
 			t.Errorf("the unit has no line %q:\n%s", line, unit)
 		}
 	}
-	var cfg bootstrapFile
 	b, _ := os.ReadFile(filepath.Join(root, "etc/otelcol-supervisor/supervisor.yaml"))
-	if err := yaml.Unmarshal(b, &cfg); err != nil {
+	cfg, err := supervisoryaml.Parse(b)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Server.Endpoint != "ws://"+srv.Listener.Addr().String()+"/v1/opamp" || cfg.Server.Headers["Authorization"] != "Bearer "+goodToken ||
-		cfg.Agent.Description.Attributes["linkmesh.environment"] != "production" {
+		cfg.Agent.Description.NonIdentifyingAttributes["linkmesh.environment"] != "production" {
 		t.Errorf("supervisor.yaml:\n%s", b)
 	}
 	if s, _ := os.ReadFile(filepath.Join(root, "usr/local/bin/otelcol-contrib")); !strings.Contains(string(s), "echo collector") {

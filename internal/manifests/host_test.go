@@ -4,9 +4,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"sigs.k8s.io/yaml"
-
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/supervisoryaml"
 )
 
 func TestHostSupervisorYAMLGolden(t *testing.T) {
@@ -28,24 +27,8 @@ func TestHostSupervisorYAMLGolden(t *testing.T) {
 			}
 			compareGolden(t, filepath.Join("testdata", c.name+".golden.yaml"), out)
 
-			var f struct {
-				Server struct {
-					Endpoint string            `json:"endpoint"`
-					Headers  map[string]string `json:"headers"`
-				} `json:"server"`
-				Capabilities map[string]bool `json:"capabilities"`
-				Agent        struct {
-					Executable     string `json:"executable"`
-					ValidateConfig bool   `json:"validate_config"`
-					Description    struct {
-						Attrs map[string]string `json:"non_identifying_attributes"`
-					} `json:"description"`
-				} `json:"agent"`
-				Storage struct {
-					Directory string `json:"directory"`
-				} `json:"storage"`
-			}
-			if err := yaml.Unmarshal(out, &f); err != nil {
+			f, err := supervisoryaml.Parse(out)
+			if err != nil {
 				t.Fatal(err)
 			}
 			if f.Server.Endpoint != c.endpoint || f.Server.Headers["Authorization"] != "Bearer lme_example-token" {
@@ -59,8 +42,8 @@ func TestHostSupervisorYAMLGolden(t *testing.T) {
 			if !f.Agent.ValidateConfig || f.Agent.Executable != HostCollectorExecutable || f.Storage.Directory != HostStorageDir {
 				t.Errorf("agent = %+v, storage = %+v", f.Agent, f.Storage)
 			}
-			if c.environment != "" && f.Agent.Description.Attrs[EnvironmentAttribute] != c.environment {
-				t.Errorf("%s = %q, want %q", EnvironmentAttribute, f.Agent.Description.Attrs[EnvironmentAttribute], c.environment)
+			if c.environment != "" && f.Agent.Description.NonIdentifyingAttributes[EnvironmentAttribute] != c.environment {
+				t.Errorf("%s = %q, want %q", EnvironmentAttribute, f.Agent.Description.NonIdentifyingAttributes[EnvironmentAttribute], c.environment)
 			}
 		})
 	}

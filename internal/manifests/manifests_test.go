@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/supervisoryaml"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -118,30 +119,6 @@ func compareGolden(t *testing.T, path string, got []byte) {
 	}
 }
 
-// supervisorFile is what the upstream supervisor reads, parsed back to check semantics, not strings.
-type supervisorFile struct {
-	Server struct {
-		Endpoint string            `json:"endpoint"`
-		Headers  map[string]string `json:"headers"`
-		TLS      struct {
-			Insecure bool `json:"insecure"`
-		} `json:"tls"`
-	} `json:"server"`
-	Capabilities map[string]bool `json:"capabilities"`
-	Agent        struct {
-		Executable         string `json:"executable"`
-		ValidateConfig     bool   `json:"validate_config"`
-		ConfigApplyTimeout string `json:"config_apply_timeout"`
-		BootstrapTimeout   string `json:"bootstrap_timeout"`
-		Description        struct {
-			NonIdentifyingAttributes map[string]string `json:"non_identifying_attributes"`
-		} `json:"description"`
-	} `json:"agent"`
-	Storage struct {
-		Directory string `json:"directory"`
-	} `json:"storage"`
-}
-
 func TestPodSupervisorYAML(t *testing.T) {
 	mc := collector(func(mc *v1alpha1.ManagedCollector) {
 		mc.Spec.Supervisor.NonIdentifyingAttributes = map[string]string{"linkmesh.environment": "production"}
@@ -150,8 +127,8 @@ func TestPodSupervisorYAML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var f supervisorFile
-	if err := yaml.UnmarshalStrict(out, &f); err != nil {
+	f, err := supervisoryaml.Parse(out)
+	if err != nil {
 		t.Fatalf("supervisor.yaml does not parse: %v", err)
 	}
 	if f.Server.Endpoint != testEndpoint || !f.Server.TLS.Insecure {
@@ -178,8 +155,9 @@ func TestPodSupervisorYAML(t *testing.T) {
 
 	mc.Spec.Supervisor.OwnMetrics = ptr.To(false)
 	out, _ = PodSupervisorYAML(mc, testEndpoint)
-	f = supervisorFile{}
-	_ = yaml.Unmarshal(out, &f)
+	if f, err = supervisoryaml.Parse(out); err != nil {
+		t.Fatal(err)
+	}
 	if v, ok := f.Capabilities["reports_own_metrics"]; !ok || v {
 		t.Errorf("ownMetrics=false: reports_own_metrics = %v (present %v), want explicitly false", v, ok)
 	}

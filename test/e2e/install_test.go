@@ -20,11 +20,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/downloads"
 	"github.com/linkmesh/linkmesh-operator/internal/localagent"
+	"github.com/linkmesh/linkmesh-operator/internal/supervisoryaml"
 )
 
 // installed is one run of the installer.
@@ -148,26 +148,10 @@ func TestInstallScriptEnrollsAHost(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(bytes.Equal(installedCollector, e2eCollector)).To(BeTrue(), "otelcol-contrib is the staged collector")
 
-	var cfg struct {
-		Server struct {
-			Endpoint string            `json:"endpoint"`
-			Headers  map[string]string `json:"headers"`
-		} `json:"server"`
-		Capabilities map[string]bool `json:"capabilities"`
-		Agent        struct {
-			Executable     string `json:"executable"`
-			ValidateConfig bool   `json:"validate_config"`
-			Description    struct {
-				Attributes map[string]string `json:"non_identifying_attributes"`
-			} `json:"description"`
-		} `json:"agent"`
-		Storage struct {
-			Directory string `json:"directory"`
-		} `json:"storage"`
-	}
 	b, err := os.ReadFile(filepath.Join(root, "etc/otelcol-supervisor/supervisor.yaml"))
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(yaml.Unmarshal(b, &cfg)).To(Succeed())
+	cfg, err := supervisoryaml.Parse(b)
+	g.Expect(err).NotTo(HaveOccurred())
 	opMu.Lock()
 	g.Expect(cfg.Server.Endpoint).To(Equal("ws://" + bindAddr + "/v1/opamp"))
 	opMu.Unlock()
@@ -175,7 +159,7 @@ func TestInstallScriptEnrollsAHost(t *testing.T) {
 	g.Expect(cfg.Capabilities).To(And(HaveKeyWithValue("accepts_remote_config", true), HaveKeyWithValue("reports_remote_config", true)))
 	g.Expect(cfg.Agent.Executable).To(Equal("/usr/local/bin/otelcol-contrib"))
 	g.Expect(cfg.Agent.ValidateConfig).To(BeTrue())
-	g.Expect(cfg.Agent.Description.Attributes).To(HaveKeyWithValue("linkmesh.environment", "e2e"))
+	g.Expect(cfg.Agent.Description.NonIdentifyingAttributes).To(HaveKeyWithValue("linkmesh.environment", "e2e"))
 	g.Expect(cfg.Storage.Directory).To(Equal("/var/lib/otelcol-supervisor"))
 
 	// The installed supervisor, paths rebased to the root, joins the ManagedCollector and redeems the token.

@@ -24,10 +24,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
+	"github.com/linkmesh/linkmesh-operator/internal/supervisoryaml"
 	"github.com/linkmesh/linkmesh-operator/internal/testenv"
 )
 
@@ -105,30 +105,6 @@ func sha(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// supervisorFile is the part of supervisor.yaml the upstream supervisor reads, parsed rather than matched.
-type supervisorFile struct {
-	Server struct {
-		Endpoint string            `json:"endpoint"`
-		Headers  map[string]string `json:"headers"`
-		TLS      struct {
-			Insecure bool `json:"insecure"`
-		} `json:"tls"`
-	} `json:"server"`
-	Capabilities map[string]bool `json:"capabilities"`
-	Agent        struct {
-		Executable         string `json:"executable"`
-		ValidateConfig     bool   `json:"validate_config"`
-		ConfigApplyTimeout string `json:"config_apply_timeout"`
-		BootstrapTimeout   string `json:"bootstrap_timeout"`
-		Description        struct {
-			NonIdentifyingAttributes map[string]string `json:"non_identifying_attributes"`
-		} `json:"description"`
-	} `json:"agent"`
-	Storage struct {
-		Directory string `json:"directory"`
-	} `json:"storage"`
-}
-
 func TestDaemonSetModeProducesSecretConfigMapAndDaemonSet(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
@@ -159,8 +135,8 @@ func TestDaemonSetModeProducesSecretConfigMapAndDaemonSet(t *testing.T) {
 	// The ConfigMap: supervisor.yaml as the supervisor reads it, and the accepted config byte for byte.
 	cm := get(g, ns, "edge-supervisor", &corev1.ConfigMap{})
 	g.Expect(cm.Data["collector.yaml"]).To(Equal(validConfig))
-	var sup supervisorFile
-	g.Expect(yaml.UnmarshalStrict([]byte(cm.Data["supervisor.yaml"]), &sup)).To(Succeed())
+	sup, err := supervisoryaml.Parse([]byte(cm.Data["supervisor.yaml"]))
+	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(sup.Server.Endpoint).To(Equal("ws://linkmesh-operator.linkmesh-system.svc:4320/v1/opamp"))
 	g.Expect(sup.Server.Headers).To(HaveKeyWithValue("Authorization", "Bearer ${env:LINKMESH_COLLECTOR_TOKEN}"))
 	g.Expect(cm.Data["supervisor.yaml"]).NotTo(ContainSubstring(collectorTok), "the token must not sit in the ConfigMap")
