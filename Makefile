@@ -43,7 +43,7 @@ GOLANGCI_LINT := go tool -modfile=hack/lint/go.mod golangci-lint
 # shellcheck: the installer served to hosts (POSIX sh, every finding), and the bash scripts of the repository
 # (warnings and errors).
 INSTALLER_SCRIPT := internal/downloads/install-opamp.sh
-REPO_SCRIPTS := $(wildcard hack/*.sh) .ci/run
+REPO_SCRIPTS := $(wildcard hack/*.sh hack/lib/*.sh) .ci/run
 
 .PHONY: lint
 lint: ## go vet, golangci-lint (pinned in hack/lint/go.mod) with .golangci.yml, and shellcheck (Debian package).

@@ -15,30 +15,13 @@ exec 9>"$OUT/.lock"
 flock 9
 
 log() { echo "envtest-binaries: $*" >&2; }
+# shellcheck source=hack/lib/kube.sh
+. "$(dirname "$0")/lib/kube.sh"
 
 build_kube_apiserver() {
   [ -x "$OUT/kube-apiserver" ] && return 0
-  local work minor mod
-  work="$(mktemp -d)"
-  trap 'rm -rf "$work"' RETURN
   log "building kube-apiserver ${KUBE_VERSION} (about 7 min cold on 2 cores)"
-  minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
-  (
-    cd "$work"
-    export GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0
-    go mod init linkmesh.local/kube-apiserver-wrapper >/dev/null 2>&1
-    mod="$(go mod download -json "k8s.io/kubernetes@${KUBE_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
-    # Every staging module that k8s.io/kubernetes requires at v0.0.0 is published as v0.<minor>.<patch>.
-    local staging_version="v0.${KUBE_VERSION#v1.}"
-    go mod edit -require="k8s.io/kubernetes@${KUBE_VERSION}"
-    grep -E '^\s+k8s\.io/[a-z0-9-]+ v0\.0\.0$' "$mod" | awk '{print $1}' | while read -r m; do
-      go mod edit -replace="${m}=${m}@${staging_version}"
-    done
-    go build -o "$OUT/kube-apiserver.tmp" \
-      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=${KUBE_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}" \
-      k8s.io/kubernetes/cmd/kube-apiserver
-  )
-  mv "$OUT/kube-apiserver.tmp" "$OUT/kube-apiserver"
+  build_kube "$KUBE_VERSION" "$OUT" kube-apiserver
 }
 
 build_etcd() {
