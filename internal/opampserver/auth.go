@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -89,6 +90,33 @@ func bearer(r *http.Request) (string, bool) {
 	return token, true
 }
 
+// requestCandidates is candidates for the request's bearer token; errUnauthorized when it has none.
+func (s *Server) requestCandidates(ctx context.Context, r *http.Request) (string, []corev1.Secret, error) {
+	token, ok := bearer(r)
+	if !ok {
+		return "", nil, errUnauthorized
+	}
+	secrets, err := s.candidates(ctx, token)
+	return token, secrets, err
+}
+
+// RefuseUnauthenticated answers a request whose authentication failed and says whether it did: 401 with
+// no detail for a bad credential, so a guesser learns nothing about which check failed, and 503 with
+// Retry-After when the cache failed, so the client retries rather than gives up on its credential.
+func RefuseUnauthenticated(w http.ResponseWriter, log logr.Logger, err error, what string) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, errUnauthorized):
+		w.WriteHeader(http.StatusUnauthorized)
+	default:
+		log.Error(err, "Cannot authenticate "+what)
+		w.Header().Set("Retry-After", "5")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	return true
+}
+
 // candidates are the operator's Secrets that hold token under some key, found through the digest index in
 // the cache; the caller compares the key it accepts in constant time.
 func (s *Server) candidates(ctx context.Context, token string) ([]corev1.Secret, error) {
@@ -101,11 +129,7 @@ func (s *Server) candidates(ctx context.Context, token string) ([]corev1.Secret,
 
 // authenticate maps the request's bearer token to a principal, from the cache only.
 func (s *Server) authenticate(ctx context.Context, r *http.Request) (*principal, error) {
-	token, ok := bearer(r)
-	if !ok {
-		return nil, errUnauthorized
-	}
-	secrets, err := s.candidates(ctx, token)
+	token, secrets, err := s.requestCandidates(ctx, r)
 	if err != nil {
 		return nil, err
 	}

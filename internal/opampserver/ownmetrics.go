@@ -58,11 +58,7 @@ type MetricsPoster struct {
 // AuthenticateOwnMetrics maps a /v1/metrics request's bearer token to its poster, from the cache only. An
 // OpAMP credential is not an own-metrics token and is refused.
 func (s *Server) AuthenticateOwnMetrics(ctx context.Context, r *http.Request) (*MetricsPoster, error) {
-	token, ok := bearer(r)
-	if !ok {
-		return nil, errUnauthorized
-	}
-	secrets, err := s.candidates(ctx, token)
+	token, secrets, err := s.requestCandidates(ctx, r)
 	if err != nil {
 		return nil, err
 	}

@@ -141,16 +141,7 @@ type principalKey struct{}
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.authenticate(r.Context(), r)
-		switch {
-		case errors.Is(err, errUnauthorized):
-			// No WWW-Authenticate detail and no body: nothing that tells a guesser which check failed.
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		case err != nil:
-			// The cache failed us, not the agent: it should retry rather than give up on its credential.
-			s.log.Error(err, "Cannot authenticate an OpAMP connection")
-			w.Header().Set("Retry-After", "5")
-			w.WriteHeader(http.StatusServiceUnavailable)
+		if RefuseUnauthenticated(w, s.log, err, "an OpAMP connection") {
 			return
 		}
 		if r.Header.Get("Content-Type") == contentTypeProtobuf {

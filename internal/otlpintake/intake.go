@@ -93,14 +93,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	poster, err := h.auth.AuthenticateOwnMetrics(r.Context(), r)
-	switch {
-	case errors.Is(err, opampserver.ErrUnauthorized):
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	case err != nil:
-		h.log.Error(err, "Cannot authenticate an own-metrics request")
-		w.Header().Set("Retry-After", "5")
-		w.WriteHeader(http.StatusServiceUnavailable)
+	if opampserver.RefuseUnauthenticated(w, h.log, err, "an own-metrics request") {
 		return
 	}
 	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
