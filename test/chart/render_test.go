@@ -186,6 +186,23 @@ func TestValues(t *testing.T) {
 			t.Errorf("Certificate secretName %q, dnsNames %q", secret, names)
 		}
 	})
+	t.Run("host network on loopback", func(t *testing.T) {
+		objs := render(t, renderOpts{release: release, namespace: namespace, set: []string{
+			"hostNetwork=true", "bindAddress=127.0.0.1", "opamp.containerPort=14320", "metrics.port=18080", "probePort=18081",
+		}})
+		dep := &appsv1.Deployment{}
+		fromUnstructured(t, mustFind(t, objs, "Deployment", release), dep)
+		pod := dep.Spec.Template.Spec
+		if !pod.HostNetwork || pod.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+			t.Errorf("hostNetwork %v, dnsPolicy %q; want true, ClusterFirstWithHostNet", pod.HostNetwork, pod.DNSPolicy)
+		}
+		args := pod.Containers[0].Args
+		for _, want := range []string{"--opamp-bind-address=127.0.0.1:14320", "--metrics-bind-address=127.0.0.1:18080", "--health-probe-bind-address=127.0.0.1:18081"} {
+			if !slices.Contains(args, want) {
+				t.Errorf("args %q lack %q", args, want)
+			}
+		}
+	})
 	t.Run("replicas without leader election are refused", func(t *testing.T) {
 		o := renderOpts{release: release, namespace: namespace, set: []string{"replicaCount=2", "leaderElection.enabled=false"}}
 		if _, err := runHelm(t, o.args()...); err == nil || !strings.Contains(err.Error(), "leaderElection.enabled") {
