@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 )
@@ -135,3 +136,22 @@ func truncate(s string, n int) string {
 }
 
 func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
+
+// Counts are the agent counts of every ManagedCollector this replica knows, against its desired config.
+func (r *Registry) Counts() map[types.NamespacedName]v1alpha1.AgentCounts {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[types.NamespacedName]v1alpha1.AgentCounts, len(r.groups))
+	for key, g := range r.groups {
+		members := make([]*agent, 0, len(g.members))
+		for _, a := range g.members {
+			members = append(members, a)
+		}
+		desiredHash := ""
+		if g.desired != nil {
+			desiredHash = g.desired.Hash
+		}
+		out[key] = count(members, desiredHash)
+	}
+	return out
+}

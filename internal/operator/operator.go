@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -172,10 +174,11 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 	}
 	lis.Handle(otlpintake.Path, intake)
 	// The last operator built in a process owns the series; only tests build more than one.
-	throughput := otlpintake.NewCollector(fl)
-	ctrlmetrics.Registry.Unregister(throughput)
-	if err := ctrlmetrics.Registry.Register(throughput); err != nil {
-		return nil, fmt.Errorf("registering the throughput metrics: %w", err)
+	for _, c := range []prometheus.Collector{otlpintake.NewCollector(fl), fleet.NewMetrics(fl)} {
+		ctrlmetrics.Registry.Unregister(c)
+		if err := ctrlmetrics.Registry.Register(c); err != nil {
+			return nil, fmt.Errorf("registering the fleet metrics: %w", err)
+		}
 	}
 	dl, err := downloads.New(downloads.Options{Tokens: opamp, MirrorDir: o.MirrorDir})
 	if err != nil {
