@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/otlptest"
 )
 
 // TestDriftIsHealed reproduces what the supervisor's startup race leaves behind, deliberately: the
@@ -26,9 +27,9 @@ import (
 func TestDriftIsHealed(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
-	out := newSink(t)
+	out := otlptest.NewSink(t)
 	port := freePort(t)
-	cfg := pipeline(port, out.URL, "")
+	cfg := otlptest.Pipeline(port, out.URL, "")
 	createCollector(t, ns, "drift", v1alpha1.ManagedCollectorSpec{
 		Config:     cfg,
 		Supervisor: v1alpha1.SupervisorSpec{ConfigApplyTimeout: &metav1.Duration{Duration: 2 * time.Second}},
@@ -37,7 +38,7 @@ func TestDriftIsHealed(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		g.Expect(cond(getMC(g, ns, "drift"), v1alpha1.ConditionReady).Status).To(Equal(metav1.ConditionTrue))
 	}, timeout, interval).Should(Succeed())
-	g.Eventually(func() error { return sendSpan(port) }, timeout, interval).Should(Succeed())
+	g.Eventually(func() error { return otlptest.SendSpan(port) }, timeout, interval).Should(Succeed())
 
 	// Take the pushed pipeline out of the collector's config file and make the supervisor restart it.
 	effective := filepath.Join(node.StorageDir(), "effective.yaml")
@@ -63,9 +64,9 @@ func TestDriftIsHealed(t *testing.T) {
 	t.Logf("MEASURE collector restarted without the pipeline -> ConfigDrift: %v; -> ConfigHealed and Ready: %v", drifted, time.Since(killed))
 
 	// The pipeline runs again.
-	before := out.traces.Load()
-	g.Eventually(func() error { return sendSpan(port) }, timeout, interval).Should(Succeed())
-	g.Eventually(out.traces.Load, timeout, interval).Should(BeNumerically(">", before))
+	before := out.Traces()
+	g.Eventually(func() error { return otlptest.SendSpan(port) }, timeout, interval).Should(Succeed())
+	g.Eventually(out.Traces, timeout, interval).Should(BeNumerically(">", before))
 }
 
 // dropPipeline rewrites a supervisor-composed config so that it keeps only the supervisor's own pieces and a

@@ -3,14 +3,11 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -54,78 +51,6 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// sink is an OTLP/HTTP endpoint on 127.0.0.1 that counts the trace exports it receives.
-type sink struct {
-	*httptest.Server
-	traces atomic.Int32
-}
-
-func newSink(t *testing.T) *sink {
-	s := &sink{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v1/traces" {
-			s.traces.Add(1)
-		}
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		w.WriteHeader(http.StatusOK)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-// pipeline is a collector config that receives OTLP/HTTP on port and exports traces to the sink.
-func pipeline(port int, sinkURL, extra string) string {
-	return fmt.Sprintf(`# e2e pipeline
-receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:%d
-exporters:
-  otlp_http:
-    endpoint: %s
-    compression: none
-    sending_queue:
-      enabled: false
-    retry_on_failure:
-      enabled: false
-%sservice:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [otlp_http%s]
-`, port, sinkURL, extraExporter(extra), extraRef(extra))
-}
-
-func extraExporter(name string) string {
-	if name == "" {
-		return ""
-	}
-	return "  " + name + ":\n"
-}
-
-func extraRef(name string) string {
-	if name == "" {
-		return ""
-	}
-	return ", " + name
-}
-
-const span = `{"resourceSpans":[{"resource":{},"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"e2e","kind":1,"startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}`
-
-// sendSpan posts one span to the collector's OTLP/HTTP receiver on port.
-func sendSpan(port int) error {
-	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/v1/traces", port), "application/json", bytes.NewBufferString(span))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("receiver answered %s", resp.Status)
-	}
-	return nil
 }
 
 func sha(s string) string {

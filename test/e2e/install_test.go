@@ -24,6 +24,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/downloads"
 	"github.com/linkmesh/linkmesh-operator/internal/localagent"
+	"github.com/linkmesh/linkmesh-operator/internal/otlptest"
 	"github.com/linkmesh/linkmesh-operator/internal/supervisoryaml"
 )
 
@@ -107,10 +108,10 @@ func TestInstallScriptEnrollsAHost(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
-	out := newSink(t)
+	out := otlptest.NewSink(t)
 	g.Expect(env.Client.Create(ctx, &v1alpha1.ManagedCollector{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hosts"},
-		Spec:       v1alpha1.ManagedCollectorSpec{Config: pipeline(freePort(t), out.URL, ""), Mode: v1alpha1.ModeExternal},
+		Spec:       v1alpha1.ManagedCollectorSpec{Config: otlptest.Pipeline(freePort(t), out.URL, ""), Mode: v1alpha1.ModeExternal},
 	})).To(Succeed())
 	token := enrollmentToken(g, ns, "web-01", "hosts")
 	// Its status says how to use it: the command this test runs, with a placeholder for the token.

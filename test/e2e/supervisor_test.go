@@ -16,6 +16,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/localagent"
 	"github.com/linkmesh/linkmesh-operator/internal/manifests"
+	"github.com/linkmesh/linkmesh-operator/internal/otlptest"
 )
 
 // TestRealSupervisorRunsTheConfig covers a DaemonSet-mode ManagedCollector with one node played here: the
@@ -25,9 +26,9 @@ func TestRealSupervisorRunsTheConfig(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
-	out := newSink(t)
+	out := otlptest.NewSink(t)
 	p1, p2 := freePort(t), freePort(t)
-	cfg1 := pipeline(p1, out.URL, "")
+	cfg1 := otlptest.Pipeline(p1, out.URL, "")
 	createCollector(t, ns, "edge", v1alpha1.ManagedCollectorSpec{
 		Config:     cfg1,
 		Supervisor: v1alpha1.SupervisorSpec{ConfigApplyTimeout: &metav1.Duration{Duration: 2 * time.Second}},
@@ -61,11 +62,11 @@ func TestRealSupervisorRunsTheConfig(t *testing.T) {
 	}, timeout, interval).Should(Succeed())
 
 	// 2. The collector runs the pushed config: OTLP in on p1 comes out at the sink.
-	g.Eventually(func() error { return sendSpan(p1) }, timeout, interval).Should(Succeed())
-	g.Eventually(out.traces.Load, timeout, interval).Should(BeNumerically(">=", 1))
+	g.Eventually(func() error { return otlptest.SendSpan(p1) }, timeout, interval).Should(Succeed())
+	g.Eventually(out.Traces, timeout, interval).Should(BeNumerically(">=", 1))
 
 	// 3. A config change is applied: the receiver moves to p2.
-	cfg2 := pipeline(p2, out.URL, "")
+	cfg2 := otlptest.Pipeline(p2, out.URL, "")
 	mc = getMC(g, ns, "edge")
 	mc.Spec.Config = cfg2
 	g.Expect(env.Client.Update(ctx, mc)).To(Succeed())
@@ -78,14 +79,14 @@ func TestRealSupervisorRunsTheConfig(t *testing.T) {
 		g.Expect(cond(mc, v1alpha1.ConditionConfigApplied).Status).To(Equal(metav1.ConditionTrue))
 	}, timeout, interval).Should(Succeed())
 	t.Logf("MEASURE spec edit -> ConfigApplied: %v (config_apply_timeout 2s)", time.Since(edited))
-	before := out.traces.Load()
-	g.Eventually(func() error { return sendSpan(p2) }, timeout, interval).Should(Succeed())
-	g.Eventually(out.traces.Load, timeout, interval).Should(BeNumerically(">", before))
-	g.Eventually(func() error { return sendSpan(p1) }, timeout, interval).ShouldNot(Succeed(), "the old receiver port still answers")
+	before := out.Traces()
+	g.Eventually(func() error { return otlptest.SendSpan(p2) }, timeout, interval).Should(Succeed())
+	g.Eventually(out.Traces, timeout, interval).Should(BeNumerically(">", before))
+	g.Eventually(func() error { return otlptest.SendSpan(p1) }, timeout, interval).ShouldNot(Succeed(), "the old receiver port still answers")
 
 	// 4. A config naming a component this collector lacks passes the operator's checks but fails the
 	// collector's own validation: ConfigFailed with its message, Ready=False, the old pipeline keeps running.
-	bad := pipeline(p2, out.URL, "kafka")
+	bad := otlptest.Pipeline(p2, out.URL, "kafka")
 	mc = getMC(g, ns, "edge")
 	mc.Spec.Config = bad
 	g.Expect(env.Client.Update(ctx, mc)).To(Succeed())
@@ -102,12 +103,12 @@ func TestRealSupervisorRunsTheConfig(t *testing.T) {
 		)))
 	}, timeout, interval).Should(Succeed())
 	t.Logf("ConfigFailed message: %s", mc.Status.Agents[0].Message)
-	before = out.traces.Load()
-	g.Expect(sendSpan(p2)).To(Succeed(), "the old pipeline must keep running")
-	g.Eventually(out.traces.Load, timeout, interval).Should(BeNumerically(">", before))
+	before = out.Traces()
+	g.Expect(otlptest.SendSpan(p2)).To(Succeed(), "the old pipeline must keep running")
+	g.Eventually(out.Traces, timeout, interval).Should(BeNumerically(">", before))
 
 	// Fixing the config makes it Ready again, with the same instance.
-	fixed := pipeline(p2, out.URL, "") + "# fixed\n"
+	fixed := otlptest.Pipeline(p2, out.URL, "") + "# fixed\n"
 	mc = getMC(g, ns, "edge")
 	mc.Spec.Config = fixed
 	g.Expect(env.Client.Update(ctx, mc)).To(Succeed())
@@ -126,10 +127,10 @@ func TestCredentialsAreEnforced(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
-	out := newSink(t)
+	out := otlptest.NewSink(t)
 
 	// A wrong token: 401, and the ManagedCollector shows no agent.
-	createCollector(t, ns, "pods", v1alpha1.ManagedCollectorSpec{Config: pipeline(freePort(t), out.URL, "")})
+	createCollector(t, ns, "pods", v1alpha1.ManagedCollectorSpec{Config: otlptest.Pipeline(freePort(t), out.URL, "")})
 	wrong, err := localagent.FromCluster(ctx, env.Client, types.NamespacedName{Namespace: ns, Name: "pods"}, nodeDir(t, "wrong"), bins, "node-x", "pods-collector-x")
 	g.Expect(err).NotTo(HaveOccurred())
 	wrong.Env[0] = manifests.EnvCollectorToken + "=lmc_wrong-token"
@@ -146,7 +147,7 @@ func TestCredentialsAreEnforced(t *testing.T) {
 	g.Expect(wrongProc.Stop(15 * time.Second)).To(Succeed())
 
 	// A host enrolled with an EnrollmentToken in External mode.
-	cfg := pipeline(freePort(t), out.URL, "")
+	cfg := otlptest.Pipeline(freePort(t), out.URL, "")
 	g.Expect(env.Client.Create(ctx, &v1alpha1.ManagedCollector{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hosts"},
 		Spec:       v1alpha1.ManagedCollectorSpec{Config: cfg, Mode: v1alpha1.ModeExternal},
@@ -234,8 +235,8 @@ func TestCredentialsAreEnforced(t *testing.T) {
 func TestOperatorRestartLosesNothing(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
-	out := newSink(t)
-	cfg := pipeline(freePort(t), out.URL, "")
+	out := otlptest.NewSink(t)
+	cfg := otlptest.Pipeline(freePort(t), out.URL, "")
 	createCollector(t, ns, "steady", v1alpha1.ManagedCollectorSpec{Config: cfg})
 	startNode(t, ns, "steady", nodeDir(t, "steady"))
 	var uid string

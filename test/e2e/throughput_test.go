@@ -16,6 +16,7 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
+	"github.com/linkmesh/linkmesh-operator/internal/otlptest"
 )
 
 // exportWait covers the supervisor's fixed own-metrics interval: the collector's first export comes about
@@ -29,9 +30,9 @@ func TestOwnMetricsShowThroughput(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
-	out := newSink(t)
+	out := otlptest.NewSink(t)
 	port := freePort(t)
-	createCollector(t, ns, "metered", v1alpha1.ManagedCollectorSpec{Config: pipeline(port, out.URL, "")})
+	createCollector(t, ns, "metered", v1alpha1.ManagedCollectorSpec{Config: otlptest.Pipeline(port, out.URL, "")})
 
 	start := time.Now()
 	node, _ := startNode(t, ns, "metered", nodeDir(t, "metered"))
@@ -55,9 +56,9 @@ func TestOwnMetricsShowThroughput(t *testing.T) {
 	// Spans through the pipeline, before the first export.
 	const spans = 30
 	for i := 0; i < spans; i++ {
-		g.Eventually(func() error { return sendSpan(port) }, timeout, interval).Should(Succeed())
+		g.Eventually(func() error { return otlptest.SendSpan(port) }, timeout, interval).Should(Succeed())
 	}
-	g.Eventually(out.traces.Load, timeout, interval).Should(BeNumerically(">=", 1))
+	g.Eventually(out.Traces, timeout, interval).Should(BeNumerically(">=", 1))
 	sent := time.Now()
 
 	var th *v1alpha1.ThroughputStatus
@@ -89,18 +90,18 @@ func TestOwnMetricsShowThroughput(t *testing.T) {
 func TestOwnMetricsFalseOffersNoDestination(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
-	out := newSink(t)
+	out := otlptest.NewSink(t)
 	port := freePort(t)
 	off := false
 	createCollector(t, ns, "unmetered", v1alpha1.ManagedCollectorSpec{
-		Config: pipeline(port, out.URL, ""), Supervisor: v1alpha1.SupervisorSpec{OwnMetrics: &off},
+		Config: otlptest.Pipeline(port, out.URL, ""), Supervisor: v1alpha1.SupervisorSpec{OwnMetrics: &off},
 	})
 	node, _ := startNode(t, ns, "unmetered", nodeDir(t, "unmetered"))
 	g.Eventually(func(g Gomega) {
 		mc := getMC(g, ns, "unmetered")
 		g.Expect(cond(mc, v1alpha1.ConditionReady).Status).To(BeEquivalentTo("True"), cond(mc, v1alpha1.ConditionReady).Message)
 	}, timeout, interval).Should(Succeed())
-	g.Eventually(func() error { return sendSpan(port) }, timeout, interval).Should(Succeed())
+	g.Eventually(func() error { return otlptest.SendSpan(port) }, timeout, interval).Should(Succeed())
 	effective, err := os.ReadFile(filepath.Join(node.StorageDir(), "effective.yaml"))
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(string(effective)).NotTo(ContainSubstring("/v1/metrics"))
