@@ -37,6 +37,7 @@ envtest: ## Build (or reuse) kube-apiserver and etcd for the tests; prints their
 .PHONY: test
 test: ## Run all unit and envtest suites against a real kube-apiserver and etcd.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" HELM="$(HELM)" go test $(GO_TEST_FLAGS) ./...
+	cd hack/images && GOWORK=off GOFLAGS=-mod=mod go test $(GO_TEST_FLAGS) ./...
 
 GOLANGCI_LINT := go tool -modfile=hack/lint/go.mod golangci-lint
 
@@ -47,19 +48,19 @@ REPO_SCRIPTS := $(wildcard hack/*.sh hack/lib/*.sh) .ci/run
 
 .PHONY: lint
 lint: ## go vet, golangci-lint (pinned in hack/lint/go.mod) with .golangci.yml, and shellcheck (Debian package).
-	go vet ./...
-	$(GOLANGCI_LINT) run ./...
+	go vet -tags e2e,realnode ./...
+	$(GOLANGCI_LINT) run --build-tags e2e,realnode ./...
 	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: apt-get install shellcheck"; exit 1; }
 	shellcheck --shell=sh $(INSTALLER_SCRIPT)
 	shellcheck --severity=warning $(REPO_SCRIPTS)
 
 .PHONY: verify
 verify: generate manifests ## Regenerate, then fail on any difference from what is committed.
-	go mod tidy && (cd hack/tools && go mod tidy) && (cd hack/lint && go mod tidy) && (cd hack/helm && go mod tidy)
+	go mod tidy && (cd hack/tools && go mod tidy) && (cd hack/lint && go mod tidy) && (cd hack/helm && go mod tidy) && (cd hack/images && go mod tidy)
 	@# contrib's testbed module, a test-only dependency of the supervisor, is not served: -e tolerates it.
 	cd hack/e2e && GOFLAGS=-mod=mod go mod tidy -e 2>/dev/null
 	@git diff --exit-code -- . || { echo "generated files are stale: run make generate manifests and commit"; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- api config charts go.mod go.sum hack/tools hack/lint hack/helm hack/e2e)" || { git status --porcelain -- api config charts; echo "untracked generated files"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- api config charts go.mod go.sum hack/tools hack/lint hack/helm hack/e2e hack/images)" || { git status --porcelain -- api config charts; echo "untracked generated files"; exit 1; }
 
 .PHONY: run
 run: ## Run the operator against the cluster of the current kubeconfig.
@@ -95,6 +96,15 @@ demo: ## The operator on an embedded local control plane, with config/samples an
 .PHONY: mirror
 mirror: ## Stage the e2e supervisor and collector as an air-gap mirror in .mirror/ (serve it with --mirror-dir=.mirror).
 	hack/stage-mirror.sh .mirror
+
+.PHONY: test-realnode
+test-realnode: ## As root: helm install and real DaemonSet pods on a one-node Kubernetes (kubelet, containerd) on loopback.
+	@# The suite builds what it needs (node binaries, images) itself, after checking it runs as root.
+	go test -tags realnode -count=1 -v -timeout 20m ./test/realnode/
+
+.PHONY: images
+images: ## Build the pause, operator and agent images as docker-archive tarballs in .images/, without Docker.
+	hack/images.sh .images
 
 .PHONY: test-e2e
 test-e2e: ## End-to-end tests with the real upstream supervisor and collector.
