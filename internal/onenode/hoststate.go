@@ -371,35 +371,13 @@ func (s *hostState) deleteLinks() error {
 func (s *hostState) restoreRules() error {
 	var errs []error
 	for key, rules := range iptablesRules() {
-		before := s.Rules[key]
-		var newChains, script []string
-		for _, r := range newItems(before, rules) {
-			if chain, ok := strings.CutPrefix(r, "-N "); ok {
-				newChains = append(newChains, chain)
-			}
-		}
-		for _, r := range slices.Backward(newItems(before, rules)) {
-			rest, ok := strings.CutPrefix(r, "-A ")
-			if !ok {
-				continue
-			}
-			if chain, _, _ := strings.Cut(rest, " "); !slices.Contains(newChains, chain) {
-				script = append(script, "-D "+rest)
-			}
-		}
-		for _, c := range newChains {
-			script = append(script, "-F "+c)
-		}
-		for _, c := range newChains {
-			script = append(script, "-X "+c)
-		}
+		script := undoRules(s.Rules[key], rules)
 		if len(script) == 0 {
 			continue
 		}
 		bin, table, _ := strings.Cut(key, " ")
-		in := "*" + table + "\n" + strings.Join(script, "\n") + "\nCOMMIT\n"
 		cmd := exec.Command(bin+"-restore", "--noflush")
-		cmd.Stdin = strings.NewReader(in)
+		cmd.Stdin = strings.NewReader("*" + table + "\n" + strings.Join(script, "\n") + "\nCOMMIT\n")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			errs = append(errs, fmt.Errorf("%s-restore %s: %w: %s", bin, table, err, out))
 			continue
@@ -407,6 +385,35 @@ func (s *hostState) restoreRules() error {
 		s.did("%s -t %s: %s", bin, table, strings.Join(script, "; "))
 	}
 	return errors.Join(errs...)
+}
+
+// undoRules is the iptables-restore script that takes one table from its `-S` lines after back to before:
+// it deletes the new rules of old chains (last first), then flushes and deletes the new chains. The lines
+// keep iptables-save's quoting, which iptables-restore reads.
+func undoRules(before, after []string) []string {
+	added := newItems(before, after)
+	var newChains, script []string
+	for _, r := range added {
+		if chain, ok := strings.CutPrefix(r, "-N "); ok {
+			newChains = append(newChains, chain)
+		}
+	}
+	for _, r := range slices.Backward(added) {
+		rest, ok := strings.CutPrefix(r, "-A ")
+		if !ok {
+			continue
+		}
+		if chain, _, _ := strings.Cut(rest, " "); !slices.Contains(newChains, chain) {
+			script = append(script, "-D "+rest)
+		}
+	}
+	for _, c := range newChains {
+		script = append(script, "-F "+c)
+	}
+	for _, c := range newChains {
+		script = append(script, "-X "+c)
+	}
+	return script
 }
 
 func (s *hostState) restoreSysctls() error {
