@@ -12,7 +12,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -66,7 +67,7 @@ func Validate(config string) error {
 	connectors, extensions := defined("connectors"), defined("extensions")
 
 	var problems []string
-	for _, name := range sortedKeys(pipelines) {
+	for _, name := range slices.Sorted(maps.Keys(pipelines)) {
 		signal, _, _ := strings.Cut(name, "/")
 		if !signals[signal] {
 			problems = append(problems, fmt.Sprintf("pipeline %q: type %q is not one of traces, metrics, logs, profiles", name, signal))
@@ -137,15 +138,6 @@ func anyHas(sets []map[string]bool, id string) bool {
 		}
 	}
 	return false
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func kind(v any) string {

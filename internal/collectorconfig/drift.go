@@ -2,6 +2,7 @@ package collectorconfig
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 
 	"sigs.k8s.io/yaml"
@@ -60,13 +61,13 @@ func ParseShape(config string) (*Shape, error) {
 func Missing(desired, effective *Shape) []string {
 	var out []string
 	for _, sec := range sections {
-		for _, id := range sortedKeys(desired.Components[sec]) {
+		for _, id := range slices.Sorted(maps.Keys(desired.Components[sec])) {
 			if !effective.Components[sec][id] {
 				out = append(out, fmt.Sprintf("%s %q", singular(sec), id))
 			}
 		}
 	}
-	for _, name := range sortedKeys(desired.Pipelines) {
+	for _, name := range slices.Sorted(maps.Keys(desired.Pipelines)) {
 		got, ok := effective.Pipelines[name]
 		if !ok {
 			out = append(out, fmt.Sprintf("pipeline %q", name))
@@ -78,7 +79,7 @@ func Missing(desired, effective *Shape) []string {
 			}
 		}
 	}
-	for _, id := range sortedKeys(desired.Extensions) {
+	for _, id := range slices.Sorted(maps.Keys(desired.Extensions)) {
 		if !effective.Extensions[id] {
 			out = append(out, fmt.Sprintf("service extension %q", id))
 		}

@@ -6,12 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -179,17 +179,17 @@ func (s *hostState) leftovers() []string {
 			left = append(left, key+" "+r)
 		}
 	}
-	for _, h := range sortedKeys(s.Cgroups) {
+	for _, h := range slices.Sorted(maps.Keys(s.Cgroups)) {
 		for _, c := range newItems(s.Cgroups[h], dirNames(h)) {
 			left = append(left, "cgroup "+filepath.Join(h, c))
 		}
 	}
-	for _, k := range sortedKeys(s.Sysctls) {
+	for _, k := range slices.Sorted(maps.Keys(s.Sysctls)) {
 		if v, _ := readSysctl(k); v != s.Sysctls[k] {
 			left = append(left, fmt.Sprintf("sysctl %s = %s (was %s)", k, v, s.Sysctls[k]))
 		}
 	}
-	for _, d := range sortedKeys(s.Entries) {
+	for _, d := range slices.Sorted(maps.Keys(s.Entries)) {
 		for _, e := range newItems(s.Entries[d], dirNames(d)) {
 			if p := filepath.Join(d, e); p != stateFile {
 				left = append(left, "path "+p)
@@ -418,7 +418,7 @@ func undoRules(before, after []string) []string {
 
 func (s *hostState) restoreSysctls() error {
 	var errs []error
-	for _, k := range sortedKeys(s.Sysctls) {
+	for _, k := range slices.Sorted(maps.Keys(s.Sysctls)) {
 		if v, err := readSysctl(k); err == nil && v == s.Sysctls[k] {
 			continue
 		}
@@ -552,13 +552,4 @@ func removeAll(p string) error {
 		return fmt.Errorf("removing %s: %w", p, err)
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
