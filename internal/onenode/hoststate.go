@@ -32,11 +32,11 @@ var sysctls = []string{
 }
 
 // ownedPaths are fixed host paths the node's components write to although the cluster points every
-// configurable path into its work directory: containerd's shim sockets and runc state (/run/containerd),
-// the kubelet's container log links (/var/log/containers), hostPath volumes of the tests'
-// ManagedCollectors (/var/lib/linkmesh), mount(8)'s utab (/run/mount: the kubelet makes its root directory a
-// shared mount), and the defaults of CNI, NRI and the kubelet in case a setting
-// does not take. restore removes each that did not exist before.
+// configurable path into its work directory: containerd's shim sockets (/run/containerd/s), the kubelet's
+// container log links (/var/log/containers) and device-plugin and pod-resources sockets (/var/lib/kubelet),
+// hostPath volumes of the tests' ManagedCollectors (/var/lib/linkmesh), mount(8)'s utab (/run/mount: the
+// kubelet makes its root directory a shared mount), and the defaults of CNI and NRI in case a setting does
+// not take. restore removes each that did not exist before.
 var ownedPaths = []string{
 	"/run/containerd", "/run/netns", "/run/nri", "/run/mount", "/var/lib/cni", "/var/lib/kubelet", "/var/log/pods",
 	"/var/log/containers", "/var/lib/linkmesh", "/opt/containerd", "/etc/cni", "/opt/cni",
