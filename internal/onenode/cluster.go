@@ -343,18 +343,27 @@ func (c *Cluster) startKubelet(ctx context.Context, p *pki, server string, port 
 // left over. Safe to call more than once.
 func (c *Cluster) Stop() error {
 	c.stopOnce.Do(func() {
-		var errs []error
-		// The kubelet first, so that it does not restart containers; then the runtime; the API server last,
-		// so the others do not spend their grace period retrying it.
-		for _, name := range []string{"kubelet", "kube-scheduler", "kube-controller-manager", "containerd", "kube-apiserver", "etcd"} {
-			if p := c.proc(name); p != nil {
-				errs = append(errs, p.stop(10*time.Second))
-			}
+		// The kubelet first, so that it restarts no container; then the runtime and what it leaves running
+		// (pods, shims), whose watches would otherwise hold the API server's graceful shutdown; the API server
+		// and etcd last. A component that ignores SIGTERM is killed: that costs time, not host state.
+		for _, name := range []string{"kubelet", "kube-scheduler", "kube-controller-manager", "containerd"} {
+			c.stopComponent(name)
 		}
-		errs = append(errs, c.state.restore())
-		c.stopErr = errors.Join(errs...)
+		killErr := c.state.killProcesses()
+		for _, name := range []string{"kube-apiserver", "etcd"} {
+			c.stopComponent(name)
+		}
+		c.stopErr = errors.Join(killErr, c.state.restore())
 	})
 	return c.stopErr
+}
+
+func (c *Cluster) stopComponent(name string) {
+	if p := c.proc(name); p != nil {
+		if err := p.stop(15 * time.Second); err != nil {
+			c.o.Logf("onenode: %v; killed", err)
+		}
+	}
 }
 
 // LogTail is the end of a component's log (etcd, kube-apiserver, containerd, kube-controller-manager,

@@ -83,7 +83,7 @@ func TestRealNode(t *testing.T) {
 		{"2 a DaemonSet ManagedCollector connects and applies its config", s.applyCollector},
 		{"3 an edited config runs in the pod", s.editConfig},
 		{"4 a deleted pod comes back as the same agent", s.deletePod},
-		{"5 a terminated pod stops its collector gracefully", s.terminatePod},
+		{"5 a terminated pod stops its collector gracefully and leaves no process", s.terminatePod},
 		{"6 deleting the ManagedCollector removes its pods and its agent", s.deleteCollector},
 		{"7 helm uninstall keeps the CRDs", s.uninstall},
 	} {
@@ -224,11 +224,15 @@ func (s *suite) deletePod(t *testing.T) {
 	g := NewWithT(t)
 	old := collectorPod(g)
 	start := time.Now()
-	g.Expect(k8s.Delete(ctx(t), &old)).To(Succeed())
+	ended := untilGone(t, old, func() { g.Expect(k8s.Delete(ctx(t), &old)).To(Succeed()) })
+	expectGracefulExit(g, ended)
 	s.expectReplaced(g, old.UID)
 	t.Logf("MEASURE pod deleted -> the same agent reconnected from its replacement: %s", time.Since(start).Round(time.Millisecond))
 }
 
+// terminatePod has the DaemonSet controller terminate the pod by moving the ManagedCollector off the node, so
+// that no replacement starts: the collector's log in the hostPath storage keeps its last words (a new
+// supervisor truncates it), and any collector process left on the host is an orphan.
 func (s *suite) terminatePod(t *testing.T) {
 	g := NewWithT(t)
 	old := collectorPod(g)
@@ -238,49 +242,74 @@ func (s *suite) terminatePod(t *testing.T) {
 		return strings.Count(string(b), "Shutdown complete.")
 	}
 	before := shutdowns()
+	setNodeSelector := func(sel map[string]string) {
+		mc := getCollector(g)
+		mc.Spec.NodeSelector = sel
+		g.Expect(k8s.Update(ctx(t), mc)).To(Succeed())
+	}
 
-	cs, err := kubernetes.NewForConfig(cluster.Config)
-	g.Expect(err).NotTo(HaveOccurred())
-	w, err := cs.CoreV1().Pods(namespace).Watch(ctx(t), metav1.ListOptions{
-		FieldSelector: "metadata.name=" + old.Name, ResourceVersion: old.ResourceVersion,
-	})
-	g.Expect(err).NotTo(HaveOccurred())
-	defer w.Stop()
 	start := time.Now()
-	g.Expect(k8s.Delete(ctx(t), &old)).To(Succeed())
+	ended := untilGone(t, old, func() { setNodeSelector(map[string]string{"linkmesh.io/realnode-test": "no-such-node"}) })
+	t.Logf("MEASURE pod terminated -> gone (terminationGracePeriodSeconds %d): %s",
+		*old.Spec.TerminationGracePeriodSeconds, time.Since(start).Round(time.Millisecond))
+	expectGracefulExit(g, ended)
+	g.Expect(shutdowns()).To(BeNumerically(">", before), "the collector did not log a graceful shutdown in %s", agentLog)
+	g.Eventually(func(g Gomega) {
+		for _, exe := range []string{collectorExe, manifests.SupervisorPath, manifests.AgentInitPath} {
+			g.Expect(onenode.Processes(exe)).To(BeEmpty(), "%s outlived its pod", exe)
+		}
+		g.Expect(getCollector(g).Status.Counts.Connected).To(BeZero())
+	}, timeout, interval).Should(Succeed())
 
-	// The kubelet reports the container's end before it removes the pod.
+	setNodeSelector(nil)
+	s.expectReplaced(g, old.UID)
+}
+
+// untilGone runs action, which should delete pod, and waits until the pod is gone; it returns the container's
+// terminated state, which the kubelet reports before it removes the pod.
+func untilGone(t *testing.T, pod corev1.Pod, action func()) *corev1.ContainerStateTerminated {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := cs.CoreV1().Pods(pod.Namespace).Watch(ctx(t), metav1.ListOptions{
+		FieldSelector: "metadata.name=" + pod.Name, ResourceVersion: pod.ResourceVersion,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	action()
 	var ended *corev1.ContainerStateTerminated
 	deadline := time.After(timeout)
-	for gone := false; !gone; {
+	for {
 		select {
 		case ev, ok := <-w.ResultChan():
-			g.Expect(ok).To(BeTrue(), "the watch ended before the pod was deleted")
-			pod, _ := ev.Object.(*corev1.Pod)
-			gone = ev.Type == watch.Deleted
-			for _, st := range podContainerStatuses(pod) {
-				if st.State.Terminated != nil {
-					ended = st.State.Terminated
+			if !ok {
+				t.Fatalf("the watch of pod %s ended before the pod was deleted", pod.Name)
+			}
+			if p, ok := ev.Object.(*corev1.Pod); ok {
+				for _, st := range p.Status.ContainerStatuses {
+					if st.State.Terminated != nil {
+						ended = st.State.Terminated
+					}
 				}
 			}
+			if ev.Type == watch.Deleted {
+				return ended
+			}
 		case <-deadline:
-			t.Fatalf("pod %s still exists %s after its deletion", old.Name, timeout)
+			t.Fatalf("pod %s still exists %s after its deletion", pod.Name, timeout)
 		}
 	}
-	t.Logf("MEASURE pod deleted -> gone (terminationGracePeriodSeconds %d): %s",
-		*old.Spec.TerminationGracePeriodSeconds, time.Since(start).Round(time.Millisecond))
-	// Exit code 0 is the supervisor's own after SIGINT; a kill at the end of the grace period gives 137.
+}
+
+// expectGracefulExit: exit code 0 is the supervisor's own after the SIGINT that linkmesh-agent-init turns
+// the kubelet's SIGTERM into; a kill at the end of the grace period would give 137.
+func expectGracefulExit(g Gomega, ended *corev1.ContainerStateTerminated) {
 	g.Expect(ended).NotTo(BeNil(), "the kubelet reported no terminated state")
 	g.Expect(ended.ExitCode).To(BeZero(), "the supervisor container ended with %d (%s)", ended.ExitCode, ended.Reason)
-	g.Expect(shutdowns()).To(BeNumerically(">", before), "the collector did not log a graceful shutdown in %s", agentLog)
-
-	s.expectReplaced(g, old.UID)
-	// The only collector on the host is the replacement's: none outlived its pod.
-	g.Eventually(func(g Gomega) {
-		procs := onenode.Processes(collectorExe)
-		g.Expect(procs).To(HaveLen(1), "collector processes: %v", procs)
-		g.Expect(procs[0].Cgroups).NotTo(ContainSubstring(string(old.UID)))
-	}, timeout, interval).Should(Succeed())
 }
 
 func (s *suite) deleteCollector(t *testing.T) {
@@ -412,13 +441,6 @@ func podReady(p *corev1.Pod) bool {
 	return slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
 		return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
 	})
-}
-
-func podContainerStatuses(p *corev1.Pod) []corev1.ContainerStatus {
-	if p == nil {
-		return nil
-	}
-	return p.Status.ContainerStatuses
 }
 
 func cond(mc *v1alpha1.ManagedCollector, t string) metav1.Condition {
