@@ -86,6 +86,9 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 			return nil, fmt.Errorf("restoring the host after a previous run: %w", err)
 		}
 	}
+	if err := refuseKubernetesHost(); err != nil {
+		return nil, err
+	}
 	exes, err := binaries(o.NodeBin)
 	if err != nil {
 		return nil, err
@@ -424,6 +427,20 @@ func (c *Cluster) PodLogTail(namespace, pod string, n int) string {
 // Restored lists what Stop put back on the host (the kubelet's sysctls and iptables chains, mounts, cgroups,
 // paths and processes), for the record of a run.
 func (c *Cluster) Restored() []string { return c.state.restored }
+
+// refuseKubernetesHost fails on a machine that already runs a kubelet or containerd: teardown kills every
+// process in a kubepods cgroup and removes /run/containerd, which there would be someone else's.
+func refuseKubernetesHost() error {
+	for _, h := range cgroupHierarchies() {
+		if _, err := os.Stat(filepath.Join(h, "kubepods")); err == nil {
+			return fmt.Errorf("this machine already runs Kubernetes pods (%s exists): the one-node cluster would take them down on teardown", filepath.Join(h, "kubepods"))
+		}
+	}
+	if _, err := os.Stat("/run/containerd"); err == nil {
+		return errors.New("this machine already runs containerd (/run/containerd exists): the one-node cluster needs it to itself")
+	}
+	return nil
+}
 
 // waitFor polls check until it succeeds, a component exits, ctx ends or timeout passes.
 func (c *Cluster) waitFor(ctx context.Context, what string, timeout time.Duration, check func() error) error {
