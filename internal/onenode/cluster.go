@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -33,6 +34,9 @@ import (
 
 // ErrNotRoot is returned by Start for a user other than root: the kubelet and containerd need root.
 var ErrNotRoot = errors.New("a one-node Kubernetes needs root (the kubelet and containerd manage cgroups, mounts and network namespaces)")
+
+// ErrBusy is returned by Start while another one-node cluster runs on the machine.
+var ErrBusy = errors.New("another one-node cluster is running on this machine (the kubelet's fixed paths allow one)")
 
 // NodeName is the name of the one node.
 const NodeName = "linkmesh-node"
@@ -64,6 +68,7 @@ type Cluster struct {
 
 	o     Options
 	dir   string
+	lock  *os.File
 	state *hostState
 	procs []*process
 
@@ -80,6 +85,17 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
+	lock, err := acquireLock()
+	if err != nil {
+		return nil, err
+	}
+	// Until the Cluster exists and owns the lock, a failure lets it go.
+	var c *Cluster
+	defer func() {
+		if err != nil && c == nil {
+			releaseLock(lock)
+		}
+	}()
 	if prev, err := loadHostState(); err == nil {
 		o.Logf("onenode: a previous run did not tear down; restoring the host it recorded first")
 		if err := prev.restore(); err != nil {
@@ -106,10 +122,15 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("saving the host's state: %w", err)
 	}
-	c := &Cluster{o: o, dir: dir, state: state}
+	c = &Cluster{o: o, dir: dir, state: state, lock: lock}
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, c.Stop())
+			// Stop removes the work directory, logs and all: keep their ends in the error.
+			var tails []string
+			for _, p := range c.procs {
+				tails = append(tails, fmt.Sprintf("--- %s log:\n%s", p.name, c.LogTail(p.name, 2000)))
+			}
+			err = errors.Join(err, errors.New(strings.Join(tails, "\n")), c.Stop())
 		}
 	}()
 	if err := c.start(ctx); err != nil {
@@ -357,6 +378,12 @@ func (c *Cluster) Stop() error {
 			c.stopComponent(name)
 		}
 		c.stopErr = errors.Join(killErr, c.state.restore())
+		if c.stopErr == nil {
+			releaseLock(c.lock)
+		} else {
+			// Keep the lock file and the state file: the next Start restores what is left.
+			_ = c.lock.Close()
+		}
 	})
 	return c.stopErr
 }
@@ -427,6 +454,31 @@ func (c *Cluster) PodLogTail(namespace, pod string, n int) string {
 // Restored lists what Stop put back on the host (the kubelet's sysctls and iptables chains, mounts, cgroups,
 // paths and processes), for the record of a run.
 func (c *Cluster) Restored() []string { return c.state.restored }
+
+// lockFile is held for a cluster's life, so that a second Start does not take the first one's saved state
+// for a crashed run's and restore the host under it.
+const lockFile = "/var/tmp/linkmesh-onenode.lock"
+
+func acquireLock() (*os.File, error) {
+	f, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, ErrBusy
+		}
+		return nil, fmt.Errorf("locking %s: %w", lockFile, err)
+	}
+	return f, nil
+}
+
+// releaseLock removes the lock file while it still holds it, then lets go.
+func releaseLock(f *os.File) {
+	_ = os.Remove(lockFile)
+	_ = f.Close()
+}
 
 // refuseKubernetesHost fails on a machine that already runs a kubelet or containerd: teardown kills every
 // process in a kubepods cgroup and removes /run/containerd, which there would be someone else's.

@@ -191,7 +191,7 @@ func (s *hostState) leftovers() []string {
 	}
 	for _, d := range slices.Sorted(maps.Keys(s.Entries)) {
 		for _, e := range newItems(s.Entries[d], dirNames(d)) {
-			if p := filepath.Join(d, e); p != stateFile {
+			if p := filepath.Join(d, e); p != stateFile && p != lockFile {
 				left = append(left, "path "+p)
 			}
 		}
