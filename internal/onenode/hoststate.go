@@ -138,10 +138,14 @@ func (s *hostState) restore() error {
 	errs = append(errs, s.unmount())
 	errs = append(errs, s.removeCgroups())
 	for _, p := range ownedPaths {
-		if _, err := os.Lstat(p); err == nil && !s.Paths[p] {
-			errs = append(errs, removeAll(p))
-			s.did("removed %s", p)
+		if _, err := os.Lstat(p); err != nil || s.Paths[p] {
+			continue
 		}
+		if err := removeAll(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.did("removed %s", p)
 	}
 	if s.WorkDir != "" {
 		errs = append(errs, removeAll(s.WorkDir))
