@@ -24,6 +24,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/credential"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
 	"github.com/linkmesh/linkmesh-operator/internal/simagent"
+	"github.com/linkmesh/linkmesh-operator/internal/testenv"
 )
 
 const configA = `receivers:
@@ -54,14 +55,7 @@ func remember(token string) string {
 	return token
 }
 
-func newNamespace(t *testing.T) string {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "opamp-"}}
-	if err := k8s.Create(context.Background(), ns); err != nil {
-		t.Fatal(err)
-	}
-	return ns.Name
-}
+func newNamespace(t *testing.T) string { return testenv.Namespace(t, k8s, "opamp") }
 
 // waitCached blocks until the manager's cache holds obj at its current resourceVersion, so a test never
 // passes because the server had not seen an object yet.

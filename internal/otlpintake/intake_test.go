@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -29,6 +28,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
 	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
 	"github.com/linkmesh/linkmesh-operator/internal/simagent"
+	"github.com/linkmesh/linkmesh-operator/internal/testenv"
 )
 
 const (
@@ -50,17 +50,7 @@ service:
       exporters: [debug]
 `
 
-var nsCounter int
-
-func newNamespace(t *testing.T) string {
-	t.Helper()
-	nsCounter++
-	name := fmt.Sprintf("otlp-%d-%d", time.Now().UnixNano()%100000, nsCounter)
-	if err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
-		t.Fatal(err)
-	}
-	return name
-}
+func newNamespace(t *testing.T) string { return testenv.Namespace(t, env.Client, "otlp") }
 
 // collector creates an External ManagedCollector and returns its OpAMP and own-metrics tokens.
 func collector(t *testing.T, ns, name string, ownMetrics *bool) (opampToken, metricsToken string) {

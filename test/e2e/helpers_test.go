@@ -6,11 +6,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/localagent"
+	"github.com/linkmesh/linkmesh-operator/internal/testenv"
 )
 
 const (
@@ -31,16 +30,7 @@ const (
 	interval = 100 * time.Millisecond
 )
 
-var nsCounter atomic.Int32
-
-func newNamespace(t *testing.T) string {
-	t.Helper()
-	ns := fmt.Sprintf("e2e-%d-%d", time.Now().UnixNano()%100000, nsCounter.Add(1))
-	if err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
-	}
-	return ns
-}
+func newNamespace(t *testing.T) string { return testenv.Namespace(t, env.Client, "e2e") }
 
 // freePort is a port on 127.0.0.1 that was free a moment ago.
 func freePort(t *testing.T) int {

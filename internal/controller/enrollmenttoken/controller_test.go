@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/testenv"
 )
 
 const (
@@ -25,17 +26,11 @@ const (
 	config   = "receivers:\n  otlp:\nexporters:\n  debug:\nservice:\n  pipelines:\n    logs:\n      receivers: [otlp]\n      exporters: [debug]\n"
 )
 
-var nsCounter int
-
 // newNamespace makes a namespace with a ManagedCollector "hosts" in External mode.
 func newNamespace(t *testing.T) string {
 	t.Helper()
-	nsCounter++
-	ns := fmt.Sprintf("et-%d-%d", time.Now().UnixNano()%100000, nsCounter)
+	ns := testenv.Namespace(t, env.Client, "et")
 	ctx := context.Background()
-	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
-	}
 	mc := &v1alpha1.ManagedCollector{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hosts"},
 		Spec:       v1alpha1.ManagedCollectorSpec{Config: config, Mode: v1alpha1.ModeExternal},

@@ -54,17 +54,7 @@ const (
 	interval = 100 * time.Millisecond
 )
 
-var nsCounter int
-
-func newNamespace(t *testing.T) string {
-	t.Helper()
-	nsCounter++
-	name := fmt.Sprintf("mc-%d-%d", time.Now().UnixNano()%100000, nsCounter)
-	if err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
-		t.Fatal(err)
-	}
-	return name
-}
+func newNamespace(t *testing.T) string { return testenv.Namespace(t, env.Client, "mc") }
 
 func newCollector(ns, name string, mutate func(*v1alpha1.ManagedCollector)) *v1alpha1.ManagedCollector {
 	mc := &v1alpha1.ManagedCollector{
