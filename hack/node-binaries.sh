@@ -3,7 +3,7 @@
 # directory that holds them: kubelet, kube-controller-manager, kube-scheduler and kubectl (same wrapper as
 # envtest's kube-apiserver), containerd v2 with its runc shim, runc with seccomp (cgo, static; needs gcc and
 # Debian's libseccomp-dev), and the bridge, host-local and loopback CNI plugins. Cached outside the work tree,
-# keyed by versions; serialized by flock. Used by the real-node suite (test/realnode, internal/onenode).
+# keyed by versions; serialized by flock. Used by the real-node suite (test/realnode, test/infrastructure/onenode).
 set -euo pipefail
 
 KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"

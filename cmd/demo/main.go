@@ -12,8 +12,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/linkmesh/linkmesh-operator/internal/demo"
-	"github.com/linkmesh/linkmesh-operator/internal/localagent"
+	"github.com/linkmesh/linkmesh-operator/test/infrastructure/demo"
+	"github.com/linkmesh/linkmesh-operator/test/infrastructure/localagent"
 )
 
 func main() {

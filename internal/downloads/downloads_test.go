@@ -17,7 +17,7 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
-	"github.com/linkmesh/linkmesh-operator/internal/supervisoryaml"
+	"github.com/linkmesh/linkmesh-operator/test/framework/supervisoryaml"
 )
 
 const (

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/linkmesh/linkmesh-operator/internal/supervisoryaml"
+	"github.com/linkmesh/linkmesh-operator/test/framework/supervisoryaml"
 )
 
 // The served installer, run for real under dash against the Handler on 127.0.0.1 with a fake token check and

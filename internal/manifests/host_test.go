@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
-	"github.com/linkmesh/linkmesh-operator/internal/supervisoryaml"
+	"github.com/linkmesh/linkmesh-operator/test/framework/supervisoryaml"
 )
 
 func TestHostSupervisorYAMLGolden(t *testing.T) {

@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
-	"github.com/linkmesh/linkmesh-operator/internal/supervisoryaml"
+	"github.com/linkmesh/linkmesh-operator/test/framework/supervisoryaml"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")

@@ -24,7 +24,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/fleet"
 	"github.com/linkmesh/linkmesh-operator/internal/listener"
 	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
-	"github.com/linkmesh/linkmesh-operator/internal/simagent"
+	"github.com/linkmesh/linkmesh-operator/test/framework/simagent"
 )
 
 func desired(config string) fleet.Desired {

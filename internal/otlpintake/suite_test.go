@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/linkmesh/linkmesh-operator/internal/operator"
-	"github.com/linkmesh/linkmesh-operator/internal/testenv"
+	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
 )
 
 var (

@@ -16,7 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
-	"github.com/linkmesh/linkmesh-operator/internal/testenv"
+	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
 )
 
 var (

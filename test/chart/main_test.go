@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/linkmesh/linkmesh-operator/internal/testenv"
+	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
 )
 
 const (

@@ -21,8 +21,8 @@ import (
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
 	"github.com/linkmesh/linkmesh-operator/internal/operator"
-	"github.com/linkmesh/linkmesh-operator/internal/simagent"
-	"github.com/linkmesh/linkmesh-operator/internal/testenv"
+	"github.com/linkmesh/linkmesh-operator/test/framework/simagent"
+	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
 )
 
 const validConfig = `receivers:

@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
-	"github.com/linkmesh/linkmesh-operator/internal/otlptest"
+	"github.com/linkmesh/linkmesh-operator/test/framework/otlptest"
 )
 
 // TestDriftIsHealed reproduces what the supervisor's startup race leaves behind, deliberately: the

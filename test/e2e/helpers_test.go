@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
-	"github.com/linkmesh/linkmesh-operator/internal/localagent"
-	"github.com/linkmesh/linkmesh-operator/internal/testenv"
+	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
+	"github.com/linkmesh/linkmesh-operator/test/infrastructure/localagent"
 )
 
 const (

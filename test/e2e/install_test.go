@@ -23,9 +23,9 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/downloads"
-	"github.com/linkmesh/linkmesh-operator/internal/localagent"
-	"github.com/linkmesh/linkmesh-operator/internal/otlptest"
-	"github.com/linkmesh/linkmesh-operator/internal/supervisoryaml"
+	"github.com/linkmesh/linkmesh-operator/test/framework/otlptest"
+	"github.com/linkmesh/linkmesh-operator/test/framework/supervisoryaml"
+	"github.com/linkmesh/linkmesh-operator/test/infrastructure/localagent"
 )
 
 // installed is one run of the installer.

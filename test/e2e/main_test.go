@@ -14,9 +14,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/linkmesh/linkmesh-operator/internal/localagent"
 	"github.com/linkmesh/linkmesh-operator/internal/operator"
-	"github.com/linkmesh/linkmesh-operator/internal/testenv"
+	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
+	"github.com/linkmesh/linkmesh-operator/test/infrastructure/localagent"
 )
 
 var (

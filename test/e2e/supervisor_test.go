@@ -14,9 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
-	"github.com/linkmesh/linkmesh-operator/internal/localagent"
 	"github.com/linkmesh/linkmesh-operator/internal/manifests"
-	"github.com/linkmesh/linkmesh-operator/internal/otlptest"
+	"github.com/linkmesh/linkmesh-operator/test/framework/otlptest"
+	"github.com/linkmesh/linkmesh-operator/test/infrastructure/localagent"
 )
 
 // TestRealSupervisorRunsTheConfig covers a DaemonSet-mode ManagedCollector with one node played here: the

@@ -16,7 +16,7 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
-	"github.com/linkmesh/linkmesh-operator/internal/otlptest"
+	"github.com/linkmesh/linkmesh-operator/test/framework/otlptest"
 )
 
 // exportWait covers the supervisor's fixed own-metrics interval: the collector's first export comes about

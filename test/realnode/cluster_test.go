@@ -10,7 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/linkmesh/linkmesh-operator/internal/onenode"
+	"github.com/linkmesh/linkmesh-operator/test/infrastructure/onenode"
 )
 
 // A second cluster on the machine is refused before it touches anything: in particular it must not take

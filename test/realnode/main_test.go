@@ -25,8 +25,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
-	"github.com/linkmesh/linkmesh-operator/internal/onenode"
-	"github.com/linkmesh/linkmesh-operator/internal/testenv"
+	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
+	"github.com/linkmesh/linkmesh-operator/test/infrastructure/onenode"
 )
 
 var (

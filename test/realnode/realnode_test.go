@@ -36,9 +36,9 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/collectorconfig"
 	"github.com/linkmesh/linkmesh-operator/internal/manifests"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
-	"github.com/linkmesh/linkmesh-operator/internal/onenode"
-	"github.com/linkmesh/linkmesh-operator/internal/otlptest"
-	"github.com/linkmesh/linkmesh-operator/internal/testenv"
+	"github.com/linkmesh/linkmesh-operator/test/framework/otlptest"
+	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
+	"github.com/linkmesh/linkmesh-operator/test/infrastructure/onenode"
 )
 
 const (

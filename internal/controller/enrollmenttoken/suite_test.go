@@ -8,7 +8,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/linkmesh/linkmesh-operator/internal/operator"
-	"github.com/linkmesh/linkmesh-operator/internal/testenv"
+	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
 )
 
 var (

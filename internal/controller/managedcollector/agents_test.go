@@ -16,7 +16,7 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
-	"github.com/linkmesh/linkmesh-operator/internal/simagent"
+	"github.com/linkmesh/linkmesh-operator/test/framework/simagent"
 )
 
 func collectorToken(g Gomega, ns, name string) string {

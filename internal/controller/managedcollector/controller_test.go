@@ -27,8 +27,8 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
-	"github.com/linkmesh/linkmesh-operator/internal/supervisoryaml"
-	"github.com/linkmesh/linkmesh-operator/internal/testenv"
+	"github.com/linkmesh/linkmesh-operator/test/framework/supervisoryaml"
+	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
 )
 
 const validConfig = `# kept byte for byte

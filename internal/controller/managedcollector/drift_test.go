@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
-	"github.com/linkmesh/linkmesh-operator/internal/simagent"
+	"github.com/linkmesh/linkmesh-operator/test/framework/simagent"
 )
 
 // runsNothing is what the supervisor's empty first composition leaves the collector running.

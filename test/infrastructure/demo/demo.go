@@ -29,8 +29,8 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/downloads"
-	"github.com/linkmesh/linkmesh-operator/internal/localagent"
 	"github.com/linkmesh/linkmesh-operator/internal/operator"
+	"github.com/linkmesh/linkmesh-operator/test/infrastructure/localagent"
 )
 
 // Options of a demo run.
