@@ -72,6 +72,11 @@ type RedeemedBy struct {
 }
 
 // EnrollmentTokenStatus is the observed state of an EnrollmentToken.
+//
+// Two writers share it, each under its own server-side apply field manager and the object's
+// resourceVersion as a precondition: the OpAMP server's redeem (linkmesh-operator-redeem) writes
+// redeemedBy, redeemedAt and the Pending -> Redeemed transition of phase; the EnrollmentToken reconciler
+// (linkmesh-operator) writes every other field and transition.
 type EnrollmentTokenStatus struct {
 	// phase is Pending, Redeemed, Expired or Revoked.
 	// +optional

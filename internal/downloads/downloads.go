@@ -18,9 +18,10 @@ import (
 	"github.com/go-logr/logr"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/credential"
+	"github.com/linkmesh/linkmesh-operator/internal/endpoint"
 	"github.com/linkmesh/linkmesh-operator/internal/manifests"
-	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
 )
 
 // Paths served, all under Prefix.
@@ -53,9 +54,9 @@ func InstallCommand(base string) string {
 	return "curl -fsSL " + strings.TrimSuffix(base, "/") + ScriptPath + " | sudo sh -s -- --token <TOKEN>"
 }
 
-// TokenChecker checks an EnrollmentToken without redeeming it; *opampserver.Server is one.
+// TokenChecker checks an EnrollmentToken without redeeming it; *credential.Authority is one.
 type TokenChecker interface {
-	CheckHostToken(ctx context.Context, token, instanceUID string) (*opampserver.HostEnrollment, error)
+	CheckHost(ctx context.Context, token, instanceUID string) (*credential.Principal, *v1alpha1.ManagedCollector, error)
 }
 
 // Options configure a Handler.
@@ -138,8 +139,8 @@ func (h *Handler) serveBootstrapConfig(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, RejectedMessage, http.StatusUnauthorized)
 		return
 	}
-	enrollment, err := h.tokens.CheckHostToken(r.Context(), token, strings.ToLower(instanceUID))
-	if errors.Is(err, opampserver.ErrTokenRejected) {
+	enrollment, collector, err := h.tokens.CheckHost(r.Context(), token, strings.ToLower(instanceUID))
+	if errors.Is(err, credential.ErrUnauthorized) {
 		h.log.Info("Refused a bootstrap config", "credential", credential.Fingerprint(token), "remote", r.RemoteAddr)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="linkmesh"`)
 		http.Error(w, RejectedMessage, http.StatusUnauthorized)
@@ -150,7 +151,12 @@ func (h *Handler) serveBootstrapConfig(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cannot check the token now: try again", http.StatusServiceUnavailable)
 		return
 	}
-	out, err := manifests.HostSupervisorYAML(enrollment.Collector, opampEndpoint(base), token, environment)
+	opampURL, err := endpoint.OpAMP(base)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	out, err := manifests.HostSupervisorYAML(collector, opampURL, token, environment)
 	if err != nil {
 		h.log.Error(err, "Rendering a bootstrap config", "enrollmentToken", enrollment.Token.String())
 		http.Error(w, "cannot render supervisor.yaml", http.StatusInternalServerError)
@@ -164,16 +170,11 @@ func (h *Handler) serveBootstrapConfig(w http.ResponseWriter, r *http.Request) {
 
 // presentedToken is the bearer token of the Authorization header, else the token query parameter.
 func presentedToken(r *http.Request) (string, bool) {
-	if values := r.Header.Values("Authorization"); len(values) > 0 {
-		scheme, token, ok := strings.Cut(values[0], " ")
-		if len(values) != 1 || !ok || !strings.EqualFold(scheme, "Bearer") {
-			return "", false
-		}
-		token = strings.TrimSpace(token)
-		return token, token != ""
+	if len(r.Header.Values("Authorization")) > 0 {
+		return credential.Bearer(r)
 	}
 	token := r.URL.Query().Get("token")
-	return token, token != ""
+	return token, token != "" && len(token) <= credential.MaxTokenLen
 }
 
 // mirrorFileRE is the upstream release files the mirror serves, and their checksums.
@@ -250,12 +251,4 @@ func baseURL(r *http.Request) (string, error) {
 func firstValue(v string) string {
 	first, _, _ := strings.Cut(v, ",")
 	return strings.TrimSpace(first)
-}
-
-// opampEndpoint is the OpAMP WebSocket URL on the same host as base: wss:// when base is https://.
-func opampEndpoint(base string) string {
-	if rest, ok := strings.CutPrefix(base, "https://"); ok {
-		return "wss://" + rest + opampserver.Path
-	}
-	return "ws://" + strings.TrimPrefix(base, "http://") + opampserver.Path
 }

@@ -16,7 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
-	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
 	"github.com/linkmesh/linkmesh-operator/test/framework/supervisoryaml"
 )
 
@@ -32,23 +32,25 @@ type fakeTokens struct {
 	checked int
 }
 
-func (f *fakeTokens) CheckHostToken(_ context.Context, token, instanceUID string) (*opampserver.HostEnrollment, error) {
+func (f *fakeTokens) CheckHost(_ context.Context, token, instanceUID string) (*credential.Principal, *v1alpha1.ManagedCollector, error) {
 	f.checked++
 	f.gotUID = instanceUID
 	if f.err != nil {
-		return nil, f.err
+		return nil, nil, f.err
 	}
 	if token != goodToken || (instanceUID != "" && instanceUID != redeemer) {
-		return nil, opampserver.ErrTokenRejected
+		return nil, nil, credential.ErrUnauthorized
 	}
-	return &opampserver.HostEnrollment{
-		Token: types.NamespacedName{Namespace: "ns", Name: "web-01"},
-		Collector: &v1alpha1.ManagedCollector{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "hosts"},
-			Spec: v1alpha1.ManagedCollectorSpec{Supervisor: v1alpha1.SupervisorSpec{
-				NonIdentifyingAttributes: map[string]string{"team": "edge"},
-			}},
-		},
+	p := &credential.Principal{Membership: credential.Membership{
+		Collector: types.NamespacedName{Namespace: "ns", Name: "hosts"},
+		Source:    credential.SourceHost,
+		Token:     types.NamespacedName{Namespace: "ns", Name: "web-01"},
+	}}
+	return p, &v1alpha1.ManagedCollector{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "hosts"},
+		Spec: v1alpha1.ManagedCollectorSpec{Supervisor: v1alpha1.SupervisorSpec{
+			NonIdentifyingAttributes: map[string]string{"team": "edge"},
+		}},
 	}, nil
 }
 

@@ -3,31 +3,9 @@ package fleet
 import (
 	"time"
 
-	"k8s.io/apimachinery/pkg/types"
-
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
 )
-
-// Source says how a collector joined its ManagedCollector.
-type Source string
-
-const (
-	// SourcePod is a DaemonSet pod that presented the ManagedCollector's collector credential.
-	SourcePod Source = "Pod"
-	// SourceHost is a host outside the cluster that presented an EnrollmentToken.
-	SourceHost Source = "Host"
-)
-
-// Membership is what authentication established about a connection: the group it belongs to and how it
-// got there.
-type Membership struct {
-	// Collector is the ManagedCollector the agent is a member of.
-	Collector types.NamespacedName
-	// Source is how the agent authenticated.
-	Source Source
-	// Token is the EnrollmentToken a host joined with; zero for pods.
-	Token types.NamespacedName
-}
 
 // Description is the agent's identity as its AgentDescription reports it.
 type Description struct {
@@ -128,7 +106,7 @@ type Link interface {
 // agent is everything the registry knows about one instance UID.
 type agent struct {
 	uid        string
-	membership Membership
+	membership credential.Membership
 
 	described   bool
 	description Description

@@ -7,6 +7,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
 )
 
 const driftDesired = "receivers:\n  otlp:\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n"
@@ -28,7 +29,7 @@ func TestDriftIsDetectedAndHealed(t *testing.T) {
 	r, clk := newTestRegistry(t)
 	d := desired(driftDesired)
 	r.SetDesired(group1, d)
-	m := Membership{Collector: group1, Source: SourcePod}
+	m := credential.Membership{Collector: group1, Source: credential.SourcePod}
 	link := &fakeLink{}
 	seq := uint64(1)
 	observe := func(rep Report) Reply {
@@ -95,7 +96,7 @@ func TestHealIsBounded(t *testing.T) {
 	r, clk := newTestRegistry(t)
 	d := desired(driftDesired)
 	r.SetDesired(group1, d)
-	m := Membership{Collector: group1, Source: SourceHost}
+	m := credential.Membership{Collector: group1, Source: credential.SourceHost}
 	seq := uint64(1)
 	heals := 0
 	observe := func(rep Report) Reply {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/bounded"
 )
 
 // maxEventKinds bounds the distinct events a group keeps between two snapshots. Agents add to the count
@@ -40,7 +41,7 @@ func (l *eventLog) add(reason, eventType, detail, hash string, a *agent) {
 	if l.pending == nil {
 		l.pending = map[eventKey]*pendingEvent{}
 	}
-	k := eventKey{reason: reason, detail: truncate(detail, maxDetailLen), hash: hash}
+	k := eventKey{reason: reason, detail: bounded.Truncate(detail, maxDetailLen), hash: hash}
 	if p := l.pending[k]; p != nil {
 		p.count++
 		return

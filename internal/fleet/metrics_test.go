@@ -7,13 +7,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
 )
 
 func TestMetricsCountAgentsUntilTheCollectorIsForgotten(t *testing.T) {
 	r, _ := newTestRegistry(t)
 	d := desired("a: 1\n")
 	r.SetDesired(group1, d)
-	m := Membership{Collector: group1, Source: SourcePod}
+	m := credential.Membership{Collector: group1, Source: credential.SourcePod}
 	for i := range 3 {
 		rep := full("host")
 		rep.Health = &Health{Healthy: i != 2}

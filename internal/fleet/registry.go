@@ -14,6 +14,7 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/collectorconfig"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
 )
 
 // Defaults of Options.
@@ -216,7 +217,7 @@ func (r *Registry) Signals() uint64 { return r.signals.Load() }
 
 // Observe records one message of an agent and says what to answer. link is the agent's live connection,
 // nil for plain HTTP.
-func (r *Registry) Observe(uid string, m Membership, rep Report, link Link) Reply {
+func (r *Registry) Observe(uid string, m credential.Membership, rep Report, link Link) Reply {
 	now := r.opts.Clock.Now()
 	var stale Link
 	defer func() {
@@ -445,7 +446,7 @@ func (r *Registry) EvictToken(token types.NamespacedName) {
 	var closing []Link
 	r.mu.Lock()
 	for uid, a := range r.agents {
-		if a.membership.Source != SourceHost || a.membership.Token != token {
+		if a.membership.Source != credential.SourceHost || a.membership.Token != token {
 			continue
 		}
 		if a.link != nil {
@@ -480,7 +481,7 @@ func (r *Registry) Snapshot(collector types.NamespacedName, desiredHash string) 
 	}
 	return Snapshot{
 		Counts: count(members, desiredHash),
-		Agents: bounded(members, v1alpha1.MaxAgentsInStatus),
+		Agents: agentList(members, v1alpha1.MaxAgentsInStatus),
 		Events: g.events.drain(),
 		// Rates sum only the agents that exported within StaleAfter.
 		Throughput: r.throughputLocked(g, r.opts.Clock.Now()).Status(),

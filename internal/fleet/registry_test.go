@@ -14,6 +14,7 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/collectorconfig"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
 )
 
 var group1 = types.NamespacedName{Namespace: "ns", Name: "logs"}
@@ -52,7 +53,7 @@ func TestObservePushesDesiredOncePerConnection(t *testing.T) {
 	r, _ := newTestRegistry(t)
 	d := desired("receivers: {}\n")
 	r.SetDesired(group1, d)
-	m := Membership{Collector: group1, Source: SourcePod}
+	m := credential.Membership{Collector: group1, Source: credential.SourcePod}
 	link := &fakeLink{}
 
 	reply := r.Observe(uid(1), m, full("a"), link)
@@ -91,7 +92,7 @@ func TestReconnectAfterFailureResendsOnlyIfHashDiffers(t *testing.T) {
 	r, _ := newTestRegistry(t)
 	d := desired("a: 1\n")
 	r.SetDesired(group1, d)
-	m := Membership{Collector: group1, Source: SourcePod}
+	m := credential.Membership{Collector: group1, Source: credential.SourcePod}
 	l1 := &fakeLink{}
 	r.Observe(uid(1), m, full("a"), l1)
 	r.Observe(uid(1), m, Report{SequenceNum: 2, RemoteConfig: &RemoteConfigReport{Hash: "other", Status: v1alpha1.ConfigStatusApplied}}, l1)
@@ -105,7 +106,7 @@ func TestUnknownInstanceAndSequenceGapGetReportFullState(t *testing.T) {
 	g := NewWithT(t)
 	r, _ := newTestRegistry(t)
 	r.SetDesired(group1, desired("a: 1\n"))
-	m := Membership{Collector: group1, Source: SourcePod}
+	m := credential.Membership{Collector: group1, Source: credential.SourcePod}
 
 	reply := r.Observe(uid(1), m, Report{SequenceNum: 7}, nil)
 	g.Expect(reply.ReportFullState).To(BeTrue())
@@ -124,7 +125,7 @@ func TestSnapshotCountsAndBoundedOrder(t *testing.T) {
 	r, clk := newTestRegistry(t)
 	d := desired("a: 1\n")
 	r.SetDesired(group1, d)
-	m := Membership{Collector: group1, Source: SourcePod}
+	m := credential.Membership{Collector: group1, Source: credential.SourcePod}
 	const n = 120
 	for i := range n {
 		clk.Step(time.Second)
@@ -166,7 +167,7 @@ func TestEventsAreAggregated(t *testing.T) {
 	g := NewWithT(t)
 	r, _ := newTestRegistry(t)
 	d := desired("a: 1\n")
-	m := Membership{Collector: group1, Source: SourcePod}
+	m := credential.Membership{Collector: group1, Source: credential.SourcePod}
 	for i := range 1000 {
 		rep := full(fmt.Sprintf("pod-%d", i))
 		rep.RemoteConfig = &RemoteConfigReport{Hash: d.Hash, Status: v1alpha1.ConfigStatusApplied}
@@ -208,9 +209,9 @@ func TestSignalsAreCoalescedPerGroup(t *testing.T) {
 	other := types.NamespacedName{Namespace: "ns", Name: "metrics"}
 
 	for i := range 200 {
-		r.Observe(uid(i), Membership{Collector: group1, Source: SourcePod}, full("x"), nil)
+		r.Observe(uid(i), credential.Membership{Collector: group1, Source: credential.SourcePod}, full("x"), nil)
 	}
-	r.Observe(uid(1000), Membership{Collector: other, Source: SourcePod}, full("y"), nil)
+	r.Observe(uid(1000), credential.Membership{Collector: other, Source: credential.SourcePod}, full("y"), nil)
 
 	got := map[types.NamespacedName]int{}
 	receive := func() {
@@ -238,7 +239,7 @@ func TestSignalsAreCoalescedPerGroup(t *testing.T) {
 func TestIdleAgentsAreDisconnectedAndForgotten(t *testing.T) {
 	g := NewWithT(t)
 	r, clk := newTestRegistry(t)
-	m := Membership{Collector: group1, Source: SourceHost, Token: types.NamespacedName{Namespace: "ns", Name: "t"}}
+	m := credential.Membership{Collector: group1, Source: credential.SourceHost, Token: types.NamespacedName{Namespace: "ns", Name: "t"}}
 	ws := &fakeLink{}
 	r.Observe(uid(1), m, full("ws"), ws)
 	r.Observe(uid(2), m, full("http"), nil)
@@ -274,19 +275,10 @@ func TestForgetClosesAgents(t *testing.T) {
 	g := NewWithT(t)
 	r, _ := newTestRegistry(t)
 	l := &fakeLink{}
-	r.Observe(uid(1), Membership{Collector: group1, Source: SourcePod}, full("a"), l)
+	r.Observe(uid(1), credential.Membership{Collector: group1, Source: credential.SourcePod}, full("a"), l)
 	r.Forget(group1)
 	g.Expect(l.closed.Load()).To(Equal(int32(1)))
 	g.Expect(r.Snapshot(group1, "")).To(Equal(Snapshot{}))
-}
-
-func TestTruncate(t *testing.T) {
-	g := NewWithT(t)
-	g.Expect(truncate("short", 10)).To(Equal("short"))
-	long := strings.Repeat("ü", 10) // 20 bytes
-	out := truncate(long, 10)
-	g.Expect(len(out)).To(BeNumerically("<=", 10))
-	g.Expect(strings.ToValidUTF8(out, "?")).To(Equal(out))
 }
 
 func TestSweepGoesOnWithoutAReader(t *testing.T) {
@@ -297,7 +289,7 @@ func TestSweepGoesOnWithoutAReader(t *testing.T) {
 	go func() { _ = r.Start(ctx) }()
 	// More groups than the Changes buffer, and nobody reads it, as on a replica that is not the leader.
 	for i := range 300 {
-		r.Observe(uid(i), Membership{Collector: types.NamespacedName{Namespace: "ns", Name: fmt.Sprint(i)}, Source: SourcePod}, full("x"), nil)
+		r.Observe(uid(i), credential.Membership{Collector: types.NamespacedName{Namespace: "ns", Name: fmt.Sprint(i)}, Source: credential.SourcePod}, full("x"), nil)
 	}
 	g.Eventually(clk.HasWaiters).Should(BeTrue())
 	clk.Step(91 * time.Second)
@@ -314,7 +306,7 @@ func TestUnhealthyWarnsOnlyWhenSomethingIsWrong(t *testing.T) {
 	r, _ := newTestRegistry(t)
 	d := desired("a: 1\n")
 	r.SetDesired(group1, d)
-	m := Membership{Collector: group1, Source: SourcePod}
+	m := credential.Membership{Collector: group1, Source: credential.SourcePod}
 	unhealthy := func(g Gomega) []Event {
 		var out []Event
 		for _, e := range r.Snapshot(group1, d.Hash).Events {

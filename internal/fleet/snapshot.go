@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/bounded"
 )
 
 // Bounds of the API's AgentStatus fields; longer values would make the whole status write fail.
@@ -47,9 +48,9 @@ func troubled(a *agent) bool {
 	return a.connected && (a.reportsUnhealthy() || a.drifted() || (a.hasConfig && a.config.Status == v1alpha1.ConfigStatusFailed))
 }
 
-// bounded returns at most limit agents: failing and unhealthy first, then the most recently seen, with the
+// agentList returns at most limit agents: failing and unhealthy first, then the most recently seen, with the
 // instance UID as a stable tie-break so an unchanged fleet renders an unchanged list.
-func bounded(members []*agent, limit int) []v1alpha1.AgentStatus {
+func agentList(members []*agent, limit int) []v1alpha1.AgentStatus {
 	sort.Slice(members, func(i, j int) bool {
 		a, b := members[i], members[j]
 		if ta, tb := troubled(a), troubled(b); ta != tb {
@@ -76,9 +77,9 @@ func bounded(members []*agent, limit int) []v1alpha1.AgentStatus {
 func status(a *agent) v1alpha1.AgentStatus {
 	s := v1alpha1.AgentStatus{
 		InstanceUID:    a.uid,
-		HostName:       truncate(a.description.HostName, maxNameLen),
-		PodName:        truncate(a.description.PodName, maxNameLen),
-		NodeName:       truncate(a.description.NodeName, maxNameLen),
+		HostName:       bounded.Truncate(a.description.HostName, maxNameLen),
+		PodName:        bounded.Truncate(a.description.PodName, maxNameLen),
+		NodeName:       bounded.Truncate(a.description.NodeName, maxNameLen),
 		ManagementMode: v1alpha1.ManagementModeOpAMP,
 		Connected:      a.connected,
 		Healthy:        a.healthy(),
@@ -95,15 +96,15 @@ func status(a *agent) v1alpha1.AgentStatus {
 	switch {
 	case a.drifted():
 		s.ConfigStatus = v1alpha1.ConfigStatusDrifted
-		s.Message = truncate(driftText(a.drift.missing), maxMessageLen)
+		s.Message = bounded.Truncate(driftText(a.drift.missing), maxMessageLen)
 	case a.hasConfig && a.config.Status == v1alpha1.ConfigStatusFailed:
-		s.Message = truncate(a.config.Message, maxMessageLen)
+		s.Message = bounded.Truncate(a.config.Message, maxMessageLen)
 	case a.reportsUnhealthy():
 		msg := healthText(a.health)
 		if msg == "" {
 			msg = "reported unhealthy"
 		}
-		s.Message = truncate(msg, maxMessageLen)
+		s.Message = bounded.Truncate(msg, maxMessageLen)
 	}
 	return s
 }
@@ -122,20 +123,6 @@ func healthText(h *Health) string {
 	}
 	return strings.Join(parts, "; ")
 }
-
-// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n - len("...")
-	for cut > 0 && !utf8Start(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}
-
-func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
 
 // Counts are the agent counts of every ManagedCollector this replica knows, against its desired config.
 func (r *Registry) Counts() map[types.NamespacedName]v1alpha1.AgentCounts {

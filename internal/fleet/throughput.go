@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/bounded"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
 )
 
 // Bounds and windows of the throughput computation.
@@ -183,12 +185,12 @@ func (o *ownMetrics) observe(samples []Sample) bool {
 // RecordOwnMetrics feeds an export of the agent uid into its rates. scope is who posted it: the agent must
 // be a member of scope's group through the same credential, a pod's ManagedCollector or a host's
 // EnrollmentToken, so one collector's token cannot post as another.
-func (r *Registry) RecordOwnMetrics(scope Membership, uid string, samples []Sample) error {
+func (r *Registry) RecordOwnMetrics(scope credential.Membership, uid string, samples []Sample) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	a := r.agents[uid]
 	if a == nil || a.membership.Collector != scope.Collector || a.membership.Source != scope.Source ||
-		(scope.Source == SourceHost && a.membership.Token != scope.Token) {
+		(scope.Source == credential.SourceHost && a.membership.Token != scope.Token) {
 		return ErrNotMember
 	}
 	if g := r.groups[a.membership.Collector]; g != nil && g.desired != nil && !g.desired.OwnMetrics {
@@ -394,7 +396,7 @@ func (t *GroupThroughput) Status() *v1alpha1.ThroughputStatus {
 		if len(s.Components) >= v1alpha1.MaxComponentsInStatus {
 			break
 		}
-		ct := v1alpha1.ComponentThroughput{Kind: c.Kind, Name: truncate(c.Component, 256), Signal: c.Signal}
+		ct := v1alpha1.ComponentThroughput{Kind: c.Kind, Name: bounded.Truncate(c.Component, 256), Signal: c.Signal}
 		if c.HasRate {
 			ct.Rate, ct.ErrorRate = perSecond(c.Rate), perSecond(c.ErrorRate)
 		}

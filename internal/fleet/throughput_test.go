@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -105,7 +106,7 @@ func TestThroughputAggregatesPerGroup(t *testing.T) {
 	g := NewWithT(t)
 	r, clk := newTestRegistry(t)
 	r.SetDesired(group1, Desired{Config: "x", Hash: "h", OwnMetrics: true})
-	pod := Membership{Collector: group1, Source: SourcePod}
+	pod := credential.Membership{Collector: group1, Source: credential.SourcePod}
 	for i := 1; i <= 2; i++ {
 		r.Observe(uid(i), pod, full("a"), &fakeLink{})
 	}
@@ -170,15 +171,15 @@ func TestRecordOwnMetricsIsScopedToTheCredential(t *testing.T) {
 	g := NewWithT(t)
 	r, _ := newTestRegistry(t)
 	other := types.NamespacedName{Namespace: "ns", Name: "other"}
-	pod := Membership{Collector: group1, Source: SourcePod}
-	hostA := Membership{Collector: group1, Source: SourceHost, Token: types.NamespacedName{Namespace: "ns", Name: "a"}}
-	hostB := Membership{Collector: group1, Source: SourceHost, Token: types.NamespacedName{Namespace: "ns", Name: "b"}}
+	pod := credential.Membership{Collector: group1, Source: credential.SourcePod}
+	hostA := credential.Membership{Collector: group1, Source: credential.SourceHost, Token: types.NamespacedName{Namespace: "ns", Name: "a"}}
+	hostB := credential.Membership{Collector: group1, Source: credential.SourceHost, Token: types.NamespacedName{Namespace: "ns", Name: "b"}}
 	r.Observe(uid(1), pod, full("pod"), &fakeLink{})
 	r.Observe(uid(2), hostA, full("host-a"), &fakeLink{})
 
 	g.Expect(r.RecordOwnMetrics(pod, uid(1), nil)).To(Succeed())
 	g.Expect(r.RecordOwnMetrics(hostA, uid(2), nil)).To(Succeed())
-	g.Expect(r.RecordOwnMetrics(Membership{Collector: other, Source: SourcePod}, uid(1), nil)).To(MatchError(ErrNotMember), "another group's token")
+	g.Expect(r.RecordOwnMetrics(credential.Membership{Collector: other, Source: credential.SourcePod}, uid(1), nil)).To(MatchError(ErrNotMember), "another group's token")
 	g.Expect(r.RecordOwnMetrics(pod, uid(2), nil)).To(MatchError(ErrNotMember), "the pods' token for a host")
 	g.Expect(r.RecordOwnMetrics(hostB, uid(2), nil)).To(MatchError(ErrNotMember), "another host's token")
 	g.Expect(r.RecordOwnMetrics(hostA, uid(1), nil)).To(MatchError(ErrNotMember), "a host's token for a pod")
@@ -189,7 +190,7 @@ func TestOfferOwnMetricsOncePerConnection(t *testing.T) {
 	g := NewWithT(t)
 	r, _ := newTestRegistry(t)
 	const capBit = 0x20
-	pod := Membership{Collector: group1, Source: SourcePod}
+	pod := credential.Membership{Collector: group1, Source: credential.SourcePod}
 	rep := full("a")
 	rep.Capabilities = 1 | capBit
 	link := &fakeLink{}
@@ -221,7 +222,7 @@ func TestOfferOwnMetricsOncePerConnection(t *testing.T) {
 func TestComponentsAreBounded(t *testing.T) {
 	g := NewWithT(t)
 	r, _ := newTestRegistry(t)
-	pod := Membership{Collector: group1, Source: SourcePod}
+	pod := credential.Membership{Collector: group1, Source: credential.SourcePod}
 	r.Observe(uid(1), pod, full("a"), &fakeLink{})
 	var samples []Sample
 	for i := 0; i < 30; i++ {

@@ -1,14 +1,16 @@
-// Package index registers the cache field indexes that the reconcilers and the OpAMP server share. Register
-// them once per manager, before the manager starts.
+// Package index registers every cache field index of the operator, those of the reconcilers and the
+// credential authority's. Register them once per manager, before the manager starts.
 package index
 
 import (
 	"context"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
 )
 
 // TokenCollector indexes EnrollmentTokens by spec.collectorRef.name.
@@ -20,6 +22,9 @@ func Setup(ctx context.Context, indexer client.FieldIndexer) error {
 		return []string{o.(*v1alpha1.EnrollmentToken).Spec.CollectorRef.Name}
 	}); err != nil {
 		return fmt.Errorf("indexing EnrollmentTokens by collector: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &corev1.Secret{}, credential.IndexTokenDigest, credential.TokenDigests); err != nil {
+		return fmt.Errorf("indexing Secrets by token digest: %w", err)
 	}
 	return nil
 }

@@ -50,7 +50,7 @@ func SupervisorConfigMap(mc *v1alpha1.ManagedCollector, supervisorYAML []byte, a
 		},
 		Data: map[string]string{
 			naming.SupervisorConfigKey: string(supervisorYAML),
-			ConfigKey:                  acceptedConfig,
+			naming.CollectorConfigKey:  acceptedConfig,
 		},
 	}
 }

@@ -48,10 +48,6 @@ const (
 	EnvPodName        = "K8S_POD_NAME"
 )
 
-// ConfigKey is the ConfigMap key holding the last accepted spec.config, byte for byte: what the OpAMP server
-// pushes, kept so that it survives an operator restart while the spec is invalid.
-const ConfigKey = "collector.yaml"
-
 var collectorGVK = v1alpha1.GroupVersion.WithKind("ManagedCollector")
 
 func ownerRefs(mc *v1alpha1.ManagedCollector) []metav1.OwnerReference {

@@ -4,8 +4,13 @@ package naming
 
 import "github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 
-// FieldOwner is the server-side apply field manager of everything the operator applies.
+// FieldOwner is the server-side apply field manager of everything the operator applies, and the value of
+// LabelManagedBy on what it owns.
 const FieldOwner = "linkmesh-operator"
+
+// RedeemFieldOwner is the field manager of an EnrollmentToken redeem: status.phase (Redeemed),
+// status.redeemedBy and status.redeemedAt. The EnrollmentToken reconciler owns every other status field.
+const RedeemFieldOwner = "linkmesh-operator-redeem"
 
 // Label keys set on every owned object.
 const (
@@ -34,6 +39,11 @@ const (
 
 // SupervisorConfigKey is the key of supervisor.yaml in the supervisor ConfigMap.
 const SupervisorConfigKey = "supervisor.yaml"
+
+// CollectorConfigKey names the accepted collector config twice: its key in the supervisor ConfigMap, where
+// the operator persists the last accepted spec.config byte for byte, and the one file of the RemoteConfig
+// pushed to collectors.
+const CollectorConfigKey = "collector.yaml"
 
 // CredentialsSecret is the name of a ManagedCollector's credentials Secret.
 func CredentialsSecret(collector string) string { return collector + "-collector-credentials" }

@@ -23,6 +23,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/collectorconfig"
 	"github.com/linkmesh/linkmesh-operator/internal/fleet"
 	"github.com/linkmesh/linkmesh-operator/internal/listener"
+	"github.com/linkmesh/linkmesh-operator/internal/naming"
 	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
 	"github.com/linkmesh/linkmesh-operator/test/framework/simagent"
 )
@@ -223,8 +224,8 @@ func TestConfigPushStatusAndEvents(t *testing.T) {
 		rc := a.Received()[0]
 		g.Expect(rc.ConfigHash).To(Equal(collectorconfig.HashBytes(configA)))
 		g.Expect(rc.Config.ConfigMap).To(HaveLen(1))
-		g.Expect(rc.Config.ConfigMap).To(HaveKey(opampserver.ConfigFileName))
-		g.Expect(string(rc.Config.ConfigMap[opampserver.ConfigFileName].Body)).To(Equal(configA))
+		g.Expect(rc.Config.ConfigMap).To(HaveKey(naming.CollectorConfigKey))
+		g.Expect(string(rc.Config.ConfigMap[naming.CollectorConfigKey].Body)).To(Equal(configA))
 	}
 	g.Eventually(func() v1alpha1.AgentCounts { return collectorStatus(t, key).Counts }, 10*time.Second, 10*time.Millisecond).
 		Should(Equal(v1alpha1.AgentCounts{Connected: 2, Healthy: 2, ConfigApplied: 2}))
@@ -488,7 +489,7 @@ func TestSilentWebSocketIsClosedAfterIdleTimeout(t *testing.T) {
 	key, token := newCollector(t, ns, "c1", configA)
 
 	// A second server on the same cache and fleet, with a short idle timeout.
-	srv, err := opampserver.New(opampserver.Options{Client: k8s, Cache: mgrCache, APIReader: k8s, Fleet: fl, IdleTimeout: 300 * time.Millisecond})
+	srv, err := opampserver.New(opampserver.Options{Client: k8s, Credentials: credentials, APIReader: k8s, Fleet: fl, IdleTimeout: 300 * time.Millisecond})
 	g.Expect(err).NotTo(HaveOccurred())
 	l := listener.New(listener.Options{BindAddress: "127.0.0.1:0"})
 	l.Handle(opampserver.Path, srv.Handler())

@@ -3,19 +3,18 @@
 // an EnrollmentToken, records what they report in the fleet registry, and pushes each group's config.
 //
 // Its callbacks never write ManagedCollector status: they update the registry, which signals the
-// reconciler. The one API write is the EnrollmentToken redeem at a host's first message.
+// reconciler. Credentials are checked by the credential.Authority, from the informer cache. The one API
+// write is the EnrollmentToken redeem at a host's first message.
 package opampserver
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -25,11 +24,14 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/linkmesh/linkmesh-operator/internal/bounded"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
+	"github.com/linkmesh/linkmesh-operator/internal/endpoint"
 	"github.com/linkmesh/linkmesh-operator/internal/fleet"
 )
 
 // Path is where the server is mounted on the listener.
-const Path = "/v1/opamp"
+const Path = endpoint.OpAMPPath
 
 // DefaultMaxMessageSize is far below opamp-go's 64 MiB: a config is at most 256 KiB (the CRD's bound) and
 // an agent's full state, effective config included, fits comfortably in 1 MiB.
@@ -42,8 +44,8 @@ const contentTypeProtobuf = "application/x-protobuf"
 type Options struct {
 	// Client writes the EnrollmentToken status at a redeem.
 	Client client.Client
-	// Cache is the manager's cache: credentials are looked up here, with the index of IndexFields.
-	Cache client.Reader
+	// Credentials tells who presents a token.
+	Credentials *credential.Authority
 	// APIReader reads around the cache after a redeem conflict.
 	APIReader client.Reader
 	// Fleet receives what agents report and holds the desired configs.
@@ -65,30 +67,26 @@ type Options struct {
 
 // Server is the OpAMP endpoint. Mount Handler at Path and add ConnContext to the listener.
 type Server struct {
-	client    client.Client
-	cache     client.Reader
-	apiReader client.Reader
-	fleet     *fleet.Registry
-	maxSize   int64
-	idle      time.Duration
-	redeemTO  time.Duration
-	clock     clock.PassiveClock
-	log       logr.Logger
+	client        client.Client
+	credentials   *credential.Authority
+	apiReader     client.Reader
+	fleet         *fleet.Registry
+	maxSize       int64
+	idle          time.Duration
+	redeemTimeout time.Duration
+	clock         clock.PassiveClock
+	log           logr.Logger
 	// ownMetricsURL is Options.OwnMetricsEndpoint.
 	ownMetricsURL string
 
 	opampHandler opamp.HTTPHandlerFunc
 	connContext  opamp.ConnContext
-
-	// redeemed maps an EnrollmentToken UID to the instance UID that redeemed it through this replica, so
-	// plain-HTTP polls do not wait for the cache to catch up with the redeem.
-	redeemed sync.Map
 }
 
 // New attaches an opamp-go server. It serves nothing until Handler is mounted.
 func New(opts Options) (*Server, error) {
-	if opts.Client == nil || opts.Cache == nil || opts.APIReader == nil || opts.Fleet == nil {
-		return nil, errors.New("opampserver: Client, Cache, APIReader and Fleet are required")
+	if opts.Client == nil || opts.Credentials == nil || opts.APIReader == nil || opts.Fleet == nil {
+		return nil, errors.New("opampserver: Client, Credentials, APIReader and Fleet are required")
 	}
 	if opts.MaxMessageSize <= 0 {
 		opts.MaxMessageSize = DefaultMaxMessageSize
@@ -106,15 +104,15 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = ctrl.Log.WithName("opamp")
 	}
 	s := &Server{
-		client:    opts.Client,
-		cache:     opts.Cache,
-		apiReader: opts.APIReader,
-		fleet:     opts.Fleet,
-		maxSize:   opts.MaxMessageSize,
-		idle:      opts.IdleTimeout,
-		redeemTO:  opts.RedeemTimeout,
-		clock:     opts.Clock,
-		log:       opts.Logger,
+		client:        opts.Client,
+		credentials:   opts.Credentials,
+		apiReader:     opts.APIReader,
+		fleet:         opts.Fleet,
+		maxSize:       opts.MaxMessageSize,
+		idle:          opts.IdleTimeout,
+		redeemTimeout: opts.RedeemTimeout,
+		clock:         opts.Clock,
+		log:           opts.Logger,
 
 		ownMetricsURL: opts.OwnMetricsEndpoint,
 	}
@@ -140,61 +138,28 @@ type principalKey struct{}
 // Handler authenticates, bounds plain-HTTP bodies and hands over to opamp-go.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.authenticate(r.Context(), r)
-		if RefuseUnauthenticated(w, s.log, err, "an OpAMP connection") {
+		p, err := s.credentials.Authenticate(r.Context(), r, credential.UseOpAMP)
+		if credential.Refuse(w, s.log, err, "an OpAMP connection") {
 			return
 		}
 		if r.Header.Get("Content-Type") == contentTypeProtobuf {
-			if !s.limitBody(w, r) {
+			// opamp-go reads plain-HTTP bodies without a limit.
+			body, status := bounded.ReadBody(w, r, s.maxSize)
+			if status != 0 {
+				w.WriteHeader(status)
 				return
 			}
+			r.Header.Del("Content-Encoding")
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
 		}
 		s.opampHandler(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
 }
 
-// limitBody reads a plain-HTTP message with MaxMessageSize as its bound, before and after gzip, and
-// answers 413 when it is larger. opamp-go itself reads bodies without a limit.
-func (s *Server) limitBody(w http.ResponseWriter, r *http.Request) bool {
-	if r.ContentLength > s.maxSize {
-		w.WriteHeader(http.StatusRequestEntityTooLarge)
-		return false
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxSize))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			w.WriteHeader(http.StatusRequestEntityTooLarge)
-		} else {
-			w.WriteHeader(http.StatusBadRequest)
-		}
-		return false
-	}
-	if r.Header.Get("Content-Encoding") == "gzip" {
-		zr, err := gzip.NewReader(bytes.NewReader(body))
-		if err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return false
-		}
-		body, err = io.ReadAll(io.LimitReader(zr, s.maxSize+1))
-		if err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return false
-		}
-		if int64(len(body)) > s.maxSize {
-			w.WriteHeader(http.StatusRequestEntityTooLarge)
-			return false
-		}
-		r.Header.Del("Content-Encoding")
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	return true
-}
-
 // onConnecting runs after Handler authenticated the request, so it only builds the connection's session.
 func (s *Server) onConnecting(r *http.Request) opamptypes.ConnectionResponse {
-	p, ok := r.Context().Value(principalKey{}).(*principal)
+	p, ok := r.Context().Value(principalKey{}).(*credential.Principal)
 	if !ok {
 		return opamptypes.ConnectionResponse{Accept: false, HTTPStatusCode: http.StatusUnauthorized}
 	}

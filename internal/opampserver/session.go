@@ -19,12 +19,12 @@ import (
 	opamptypes "github.com/open-telemetry/opamp-go/server/types"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/bounded"
 	"github.com/linkmesh/linkmesh-operator/internal/collectorconfig"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
 	"github.com/linkmesh/linkmesh-operator/internal/fleet"
+	"github.com/linkmesh/linkmesh-operator/internal/naming"
 )
-
-// ConfigFileName is the one file of the RemoteConfig's config map.
-const ConfigFileName = "collector.yaml"
 
 // serverCapabilities are what this server does, sent in every answer.
 const serverCapabilities = uint64(protobufs.ServerCapabilities_ServerCapabilities_AcceptsStatus |
@@ -43,7 +43,7 @@ const (
 // fleet.Link of a WebSocket agent.
 type session struct {
 	server    *Server
-	principal *principal
+	principal *credential.Principal
 	http      bool
 
 	mu     sync.Mutex
@@ -137,7 +137,7 @@ func (c *session) onMessage(ctx context.Context, conn opamptypes.Connection, msg
 		c.server.fleet.Disconnect(uid, link)
 		return nil
 	}
-	reply := c.server.fleet.Observe(uid, c.principal.membership, report(msg), link)
+	reply := c.server.fleet.Observe(uid, c.principal.Membership, report(msg), link)
 	resp := &protobufs.ServerToAgent{InstanceUid: msg.InstanceUid, Capabilities: serverCapabilities}
 	if reply.ReportFullState {
 		resp.Flags |= uint64(protobufs.ServerToAgentFlags_ServerToAgentFlags_ReportFullState)
@@ -157,31 +157,31 @@ func (c *session) onMessage(ctx context.Context, conn opamptypes.Connection, msg
 // admit checks the instance at its first message: it is where the instance UID becomes known.
 func (c *session) admit(ctx context.Context, uid string, msg *protobufs.AgentToServer) error {
 	// The group may have been deleted between the upgrade and this message.
-	if _, err := c.server.collector(ctx, c.principal.membership.Collector); err != nil {
+	if _, err := c.server.credentials.Collector(ctx, c.principal.Collector); err != nil {
 		return err
 	}
-	if c.principal.membership.Source != fleet.SourceHost {
+	if c.principal.Source != credential.SourceHost {
 		return nil
 	}
 	hostName := ""
 	if d := describe(msg.AgentDescription); d != nil {
 		hostName = d.HostName
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.server.redeemTO)
+	ctx, cancel := context.WithTimeout(ctx, c.server.redeemTimeout)
 	defer cancel()
 	return c.server.admitHost(ctx, c.principal, uid, hostName)
 }
 
 func (c *session) refuse(ctx context.Context, conn opamptypes.Connection, msg *protobufs.AgentToServer, uid string, err error) *protobufs.ServerToAgent {
-	log := c.server.log.WithValues("instanceUID", uid, "collector", c.principal.membership.Collector.String(),
-		"credential", c.principal.fingerprint)
+	log := c.server.log.WithValues("instanceUID", uid, "collector", c.principal.Collector.String(),
+		"credential", c.principal.Fingerprint)
 	switch {
-	case errors.Is(err, errTokenTaken):
+	case errors.Is(err, credential.ErrTokenTaken):
 		log.Info("Refusing an enrollment token redeemed by another instance",
-			"enrollmentToken", c.principal.membership.Token.String())
+			"enrollmentToken", c.principal.Token.String())
 		return c.reject(ctx, conn, msg, protobufs.ServerErrorResponseType_ServerErrorResponseType_BadRequest,
 			"this enrollment token was redeemed by another collector instance; create a new EnrollmentToken")
-	case errors.Is(err, errUnauthorized):
+	case errors.Is(err, credential.ErrUnauthorized):
 		log.Info("Refusing an OpAMP agent whose credential is no longer valid")
 		return c.reject(ctx, conn, msg, protobufs.ServerErrorResponseType_ServerErrorResponseType_BadRequest,
 			"unauthorized")
@@ -291,7 +291,7 @@ func remoteConfig(d fleet.Desired) *protobufs.AgentRemoteConfig {
 	}
 	return &protobufs.AgentRemoteConfig{
 		Config: &protobufs.AgentConfigMap{ConfigMap: map[string]*protobufs.AgentConfigFile{
-			ConfigFileName: {Body: []byte(d.Config), ContentType: "text/yaml"},
+			naming.CollectorConfigKey: {Body: []byte(d.Config), ContentType: "text/yaml"},
 		}},
 		ConfigHash: collectorconfig.HashBytes(d.Config),
 	}
@@ -313,8 +313,8 @@ func report(msg *protobufs.AgentToServer) fleet.Report {
 		}
 		r.Health = &fleet.Health{
 			Healthy:             h.Healthy,
-			Status:              truncate(h.Status, maxAttributeLen),
-			LastError:           truncate(h.LastError, 1024),
+			Status:              bounded.Truncate(h.Status, maxAttributeLen),
+			LastError:           bounded.Truncate(h.LastError, 1024),
 			Components:          total,
 			UnhealthyComponents: unhealthy,
 		}
@@ -323,7 +323,7 @@ func report(msg *protobufs.AgentToServer) fleet.Report {
 		r.RemoteConfig = &fleet.RemoteConfigReport{
 			Hash:    hex.EncodeToString(s.LastRemoteConfigHash),
 			Status:  configStatus(s.Status),
-			Message: truncate(s.ErrorMessage, 1024),
+			Message: bounded.Truncate(s.ErrorMessage, 1024),
 		}
 	}
 	if e := msg.EffectiveConfig; e != nil && e.ConfigMap != nil {
@@ -399,14 +399,14 @@ func components(m map[string]*protobufs.ComponentHealth, depth int) (int, []stri
 			total += t
 			for _, n := range u {
 				if len(unhealthy) <= maxComponentNames {
-					unhealthy = append(unhealthy, truncate(name+"/"+n, maxAttributeLen))
+					unhealthy = append(unhealthy, bounded.Truncate(name+"/"+n, maxAttributeLen))
 				}
 			}
 			continue
 		}
 		total++
 		if !ch.GetHealthy() && len(unhealthy) <= maxComponentNames {
-			unhealthy = append(unhealthy, truncate(name, maxAttributeLen))
+			unhealthy = append(unhealthy, bounded.Truncate(name, maxAttributeLen))
 		}
 	}
 	return total, unhealthy
@@ -420,7 +420,7 @@ func describe(d *protobufs.AgentDescription) *fleet.Description {
 	}
 	out := &fleet.Description{NonIdentifying: map[string]string{}}
 	set := func(kv *protobufs.KeyValue) string {
-		v := truncate(anyString(kv.GetValue()), maxAttributeLen)
+		v := bounded.Truncate(anyString(kv.GetValue()), maxAttributeLen)
 		switch kv.GetKey() {
 		case "host.name":
 			out.HostName = v
@@ -439,7 +439,7 @@ func describe(d *protobufs.AgentDescription) *fleet.Description {
 	for _, kv := range d.NonIdentifyingAttributes {
 		v := set(kv)
 		if len(out.NonIdentifying) < maxAttributes {
-			out.NonIdentifying[truncate(kv.GetKey(), maxAttributeLen)] = v
+			out.NonIdentifying[bounded.Truncate(kv.GetKey(), maxAttributeLen)] = v
 		}
 	}
 	return out

@@ -28,7 +28,9 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/collectorconfig"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
 	"github.com/linkmesh/linkmesh-operator/internal/fleet"
+	"github.com/linkmesh/linkmesh-operator/internal/index"
 	"github.com/linkmesh/linkmesh-operator/internal/listener"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
 	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
@@ -44,8 +46,10 @@ var (
 	fl       *fleet.Registry
 	lis      *listener.Server
 	clk      *clocktesting.FakePassiveClock
-	statuses *statusWriter
-	addr     string
+	// credentials is the server's authority on tokens, on the manager's cache.
+	credentials *credential.Authority
+	statuses    *statusWriter
+	addr        string
 )
 
 func TestMain(m *testing.M) {
@@ -94,9 +98,16 @@ func run(m *testing.M) int {
 
 	fl = fleet.New(fleet.Options{})
 	clk = clocktesting.NewFakePassiveClock(time.Now())
+	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
+		panic(err)
+	}
+	credentials = credential.NewAuthority(mgr.GetCache(), clk)
+	if err := credentials.Watch(ctx, mgr.GetCache()); err != nil {
+		panic(err)
+	}
 	srv, err := opampserver.New(opampserver.Options{
 		Client:         mgr.GetClient(),
-		Cache:          mgr.GetCache(),
+		Credentials:    credentials,
 		APIReader:      mgr.GetAPIReader(),
 		Fleet:          fl,
 		MaxMessageSize: maxMessageSize,
@@ -105,7 +116,7 @@ func run(m *testing.M) int {
 	if err != nil {
 		panic(err)
 	}
-	if err := srv.SetupWithManager(ctx, mgr); err != nil {
+	if err := srv.Watch(ctx, mgr.GetCache()); err != nil {
 		panic(err)
 	}
 	lis = listener.New(listener.Options{BindAddress: "127.0.0.1:0"})

@@ -6,22 +6,13 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 )
 
-// SetupWithManager registers the credential index and the informer handlers that close the connections
-// of revoked tokens and deleted ManagedCollectors. The handlers only touch memory.
-func (s *Server) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
-	if err := IndexFields(ctx, mgr.GetFieldIndexer()); err != nil {
-		return err
-	}
-	return s.Watch(ctx, mgr.GetCache())
-}
-
-// Watch adds the revocation handlers to the cache's informers.
+// Watch adds to the cache's informers the handlers that close the connections of revoked tokens and
+// deleted ManagedCollectors. The handlers only touch memory.
 func (s *Server) Watch(ctx context.Context, c cache.Cache) error {
 	tokens, err := c.GetInformer(ctx, &v1alpha1.EnrollmentToken{})
 	if err != nil {
@@ -77,6 +68,5 @@ func revoked(et *v1alpha1.EnrollmentToken) bool {
 }
 
 func (s *Server) revoke(et *v1alpha1.EnrollmentToken) {
-	s.redeemed.Delete(et.UID)
 	s.fleet.EvictToken(types.NamespacedName{Namespace: et.Namespace, Name: et.Name})
 }

@@ -6,8 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/url"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -29,7 +27,9 @@ import (
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/controller/enrollmenttoken"
 	"github.com/linkmesh/linkmesh-operator/internal/controller/managedcollector"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
 	"github.com/linkmesh/linkmesh-operator/internal/downloads"
+	"github.com/linkmesh/linkmesh-operator/internal/endpoint"
 	"github.com/linkmesh/linkmesh-operator/internal/fleet"
 	"github.com/linkmesh/linkmesh-operator/internal/index"
 	"github.com/linkmesh/linkmesh-operator/internal/listener"
@@ -112,7 +112,7 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 	if o.ExternalURL == "" {
 		o.ExternalURL = localURL(lis.Addr(), o.TLSCertFile != "")
 	}
-	endpoint, err := OpAMPEndpoint(o.ExternalURL)
+	opampURL, err := endpoint.OpAMP(o.ExternalURL)
 	if err != nil {
 		return nil, err
 	}
@@ -153,22 +153,27 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 	if err := mgr.Add(fl); err != nil {
 		return nil, err
 	}
-	ownMetrics, err := otlpintake.Endpoint(o.ExternalURL)
+	ownMetrics, err := endpoint.OwnMetrics(o.ExternalURL)
 	if err != nil {
 		return nil, err
 	}
+	// One authority on tokens for the three servers on the listener.
+	credentials := credential.NewAuthority(mgr.GetCache(), o.Clock)
+	if err := credentials.Watch(context.Background(), mgr.GetCache()); err != nil {
+		return nil, err
+	}
 	opamp, err := opampserver.New(opampserver.Options{
-		Client: mgr.GetClient(), Cache: mgr.GetCache(), APIReader: mgr.GetAPIReader(), Fleet: fl, Clock: o.Clock,
+		Client: mgr.GetClient(), Credentials: credentials, APIReader: mgr.GetAPIReader(), Fleet: fl, Clock: o.Clock,
 		OwnMetricsEndpoint: ownMetrics,
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := opamp.SetupWithManager(context.Background(), mgr); err != nil {
+	if err := opamp.Watch(context.Background(), mgr.GetCache()); err != nil {
 		return nil, err
 	}
 	lis.Handle(opampserver.Path, opamp.Handler())
-	intake, err := otlpintake.New(otlpintake.Options{Auth: opamp, Fleet: fl})
+	intake, err := otlpintake.New(otlpintake.Options{Auth: credentials, Fleet: fl})
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +185,7 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 			return nil, fmt.Errorf("registering the fleet metrics: %w", err)
 		}
 	}
-	dl, err := downloads.New(downloads.Options{Tokens: opamp, MirrorDir: o.MirrorDir})
+	dl, err := downloads.New(downloads.Options{Tokens: credentials, MirrorDir: o.MirrorDir})
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +200,7 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 		Client:                 mgr.GetClient(),
 		APIReader:              mgr.GetAPIReader(),
 		Recorder:               recorder,
-		OpAMPEndpoint:          endpoint,
+		OpAMPEndpoint:          opampURL,
 		DefaultSupervisorImage: o.AgentImage,
 		Fleet:                  fl,
 		FleetChanges:           fl.Changes(),
@@ -231,25 +236,4 @@ func localURL(addr net.Addr, tls bool) string {
 		scheme = "https"
 	}
 	return scheme + "://" + net.JoinHostPort(host, port)
-}
-
-// OpAMPEndpoint turns the external base URL into the WebSocket URL of /v1/opamp.
-func OpAMPEndpoint(external string) (string, error) {
-	u, err := url.Parse(external)
-	if err != nil {
-		return "", fmt.Errorf("external URL %q: %w", external, err)
-	}
-	switch u.Scheme {
-	case "http":
-		u.Scheme = "ws"
-	case "https":
-		u.Scheme = "wss"
-	default:
-		return "", fmt.Errorf("external URL %q: scheme must be http or https", external)
-	}
-	if u.Host == "" {
-		return "", fmt.Errorf("external URL %q: no host", external)
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/opamp"
-	return u.String(), nil
 }

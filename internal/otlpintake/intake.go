@@ -4,16 +4,11 @@
 package otlpintake
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
-	"net/url"
-	"strings"
 
 	"github.com/go-logr/logr"
 	"github.com/google/uuid"
@@ -24,12 +19,14 @@ import (
 	"google.golang.org/protobuf/proto"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/linkmesh/linkmesh-operator/internal/bounded"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
+	"github.com/linkmesh/linkmesh-operator/internal/endpoint"
 	"github.com/linkmesh/linkmesh-operator/internal/fleet"
-	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
 )
 
 // Path is where the intake is mounted on the listener.
-const Path = "/v1/metrics"
+const Path = endpoint.MetricsPath
 
 // DefaultMaxBodySize bounds a request before and after gzip. A collector's own metrics are a few hundred
 // data points, tens of KiB.
@@ -41,14 +38,14 @@ const (
 	contentTypeJSON     = "application/json"
 )
 
-// Authenticator maps a request's bearer to whom it may post for; opampserver.Server is one.
+// Authenticator maps a request's bearer to whom it may post for; *credential.Authority is one.
 type Authenticator interface {
-	AuthenticateOwnMetrics(ctx context.Context, r *http.Request) (*opampserver.MetricsPoster, error)
+	Authenticate(ctx context.Context, r *http.Request, use credential.Use) (*credential.Principal, error)
 }
 
 // Recorder takes the decoded samples of one agent; fleet.Registry is one.
 type Recorder interface {
-	RecordOwnMetrics(scope fleet.Membership, uid string, samples []fleet.Sample) error
+	RecordOwnMetrics(scope credential.Membership, uid string, samples []fleet.Sample) error
 }
 
 // Options configure a Handler.
@@ -92,8 +89,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusMethodNotAllowed)
 		return
 	}
-	poster, err := h.auth.AuthenticateOwnMetrics(r.Context(), r)
-	if opampserver.RefuseUnauthenticated(w, h.log, err, "an own-metrics request") {
+	poster, err := h.auth.Authenticate(r.Context(), r, credential.UseOwnMetrics)
+	if credential.Refuse(w, h.log, err, "an own-metrics request") {
 		return
 	}
 	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -101,7 +98,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnsupportedMediaType)
 		return
 	}
-	body, status := h.readBody(w, r)
+	body, status := bounded.ReadBody(w, r, h.maxSize)
 	if status != 0 {
 		writeStatus(w, mediaType, status, http.StatusText(status))
 		return
@@ -140,43 +137,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 }
 
-// readBody reads the body within maxSize, before and after gzip; a non-zero status is the error answer.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int) {
-	if r.ContentLength > h.maxSize {
-		return nil, http.StatusRequestEntityTooLarge
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxSize))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, http.StatusRequestEntityTooLarge
-		}
-		return nil, http.StatusBadRequest
-	}
-	switch r.Header.Get("Content-Encoding") {
-	case "", "identity":
-		return body, 0
-	case "gzip":
-		zr, err := gzip.NewReader(bytes.NewReader(body))
-		if err != nil {
-			return nil, http.StatusBadRequest
-		}
-		body, err = io.ReadAll(io.LimitReader(zr, h.maxSize+1))
-		if err != nil {
-			return nil, http.StatusBadRequest
-		}
-		if int64(len(body)) > h.maxSize {
-			return nil, http.StatusRequestEntityTooLarge
-		}
-		return body, 0
-	default:
-		return nil, http.StatusUnsupportedMediaType
-	}
-}
-
 // record feeds each resource's samples to the fleet as the agent its service.instance.id names, and
 // counts the data points it could not take.
-func (h *Handler) record(poster *opampserver.MetricsPoster, req pmetricotlp.ExportRequest) (int64, string) {
+func (h *Handler) record(poster *credential.Principal, req pmetricotlp.ExportRequest) (int64, string) {
 	var rejected int64
 	reason := ""
 	rms := req.Metrics().ResourceMetrics()
@@ -226,17 +189,4 @@ func writeStatus(w http.ResponseWriter, mediaType string, status int, msg string
 	w.Header().Set("Content-Type", mediaType)
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
-}
-
-// Endpoint is the /v1/metrics URL under the operator's external base URL, offered to collectors.
-func Endpoint(external string) (string, error) {
-	u, err := url.Parse(external)
-	if err != nil {
-		return "", fmt.Errorf("external URL %q: %w", external, err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("external URL %q: must be an http or https URL with a host", external)
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/") + Path
-	return u.String(), nil
 }

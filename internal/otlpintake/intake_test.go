@@ -25,8 +25,8 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/credential"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
-	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
 	"github.com/linkmesh/linkmesh-operator/test/framework/simagent"
 	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
 )
@@ -357,7 +357,7 @@ func TestHostsGetTheirOwnToken(t *testing.T) {
 	pod := simagent.Start(t, addr, podToken, simagent.Options{Host: "node-a", OwnMetrics: true})
 	g.Eventually(host.OwnMetricsOffers, timeout, interval).Should(HaveLen(1))
 	g.Eventually(pod.OwnMetricsOffers, timeout, interval).Should(HaveLen(1))
-	hostMetricsToken := opampserver.HostOwnMetricsToken(enrollment)
+	hostMetricsToken := credential.HostOwnMetricsToken(enrollment)
 	g.Expect(host.OwnMetricsOffers()[0].Headers.Headers[0].Value).To(Equal("Bearer " + hostMetricsToken))
 	g.Expect(hostMetricsToken).NotTo(Or(Equal(enrollment), Equal(podMetricsToken)))
 

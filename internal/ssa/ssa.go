@@ -52,3 +52,24 @@ func pruneNullTimestamps(m map[string]any) {
 		}
 	}
 }
+
+// ApplyStatus sends obj's status as a server-side apply patch of the status subresource, owned by owner:
+// obj carries only the status fields owner manages, and a resourceVersion when the apply must fail with a
+// conflict if the object changed since it was read. It forces ownership only when asked to (force).
+func ApplyStatus(ctx context.Context, c client.Client, obj client.Object, owner string, force bool) error {
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return fmt.Errorf("converting %T to unstructured: %w", obj, err)
+	}
+	delete(u, "spec")
+	pruneNullTimestamps(u)
+	applyObj := &unstructured.Unstructured{Object: u}
+	opts := []client.SubResourceApplyOption{client.FieldOwner(owner)}
+	if force {
+		opts = append(opts, client.ForceOwnership)
+	}
+	if err := c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(applyObj), opts...); err != nil {
+		return fmt.Errorf("applying the status of %s %s/%s: %w", applyObj.GetKind(), applyObj.GetNamespace(), applyObj.GetName(), err)
+	}
+	return nil
+}

@@ -11,7 +11,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -28,6 +27,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/index"
 	"github.com/linkmesh/linkmesh-operator/internal/manifests"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
+	"github.com/linkmesh/linkmesh-operator/internal/ownership"
 	"github.com/linkmesh/linkmesh-operator/internal/ssa"
 )
 
@@ -103,21 +103,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 // reconcileSecret mints the token into its Secret once; the token never changes afterwards.
 func (r *Reconciler) reconcileSecret(ctx context.Context, et *v1alpha1.EnrollmentToken) error {
 	key := types.NamespacedName{Namespace: et.Namespace, Name: naming.TokenSecret(et.Name)}
-	secret := &corev1.Secret{}
-	err := r.Get(ctx, key, secret)
-	if apierrors.IsNotFound(err) {
-		// The cache holds only labelled Secrets; a foreign Secret of the same name is found only here.
-		err = r.APIReader.Get(ctx, key, secret)
-	}
-	switch {
-	case apierrors.IsNotFound(err):
-		secret = &corev1.Secret{}
-	case err != nil:
-		return fmt.Errorf("reading the token Secret: %w", err)
-	default:
-		if ref := metav1.GetControllerOf(secret); ref == nil || ref.UID != et.UID {
-			return fmt.Errorf("secret %s exists and is not owned by this EnrollmentToken: delete or rename it", key)
-		}
+	secret, err := ownership.Secret(ctx, r.Client, r.APIReader, key, et)
+	if err != nil {
+		return err
 	}
 	token := string(secret.Data[v1alpha1.TokenSecretKey])
 	if token == "" {

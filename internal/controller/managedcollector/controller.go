@@ -28,6 +28,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/fleet"
 	"github.com/linkmesh/linkmesh-operator/internal/manifests"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
+	"github.com/linkmesh/linkmesh-operator/internal/ownership"
 	"github.com/linkmesh/linkmesh-operator/internal/ssa"
 )
 
@@ -119,7 +120,8 @@ func (r *Reconciler) forget(key types.NamespacedName) {
 // reconcileCredentials makes sure the Secret with the collector and own-metrics tokens exists. Tokens are
 // minted once and reused from then on.
 func (r *Reconciler) reconcileCredentials(ctx context.Context, mc *v1alpha1.ManagedCollector) error {
-	existing, err := ownedSecret(ctx, r.Client, r.APIReader, mc.Namespace, naming.CredentialsSecret(mc.Name), mc.UID)
+	key := types.NamespacedName{Namespace: mc.Namespace, Name: naming.CredentialsSecret(mc.Name)}
+	existing, err := ownership.Secret(ctx, r.Client, r.APIReader, key, mc)
 	if err != nil {
 		return err
 	}
@@ -151,7 +153,7 @@ func (r *Reconciler) reconcileConfig(ctx context.Context, mc *v1alpha1.ManagedCo
 		if err != nil && !apierrors.IsNotFound(err) {
 			return "", fmt.Errorf("reading the last accepted config: %w", err)
 		}
-		if accepted, ok := cm.Data[manifests.ConfigKey]; ok {
+		if accepted, ok := cm.Data[naming.CollectorConfigKey]; ok {
 			st.acceptedHash = collectorconfig.Hash(accepted)
 			r.setDesired(mc, accepted)
 			return accepted, nil
@@ -214,28 +216,6 @@ func (r *Reconciler) readDaemonSet(ctx context.Context, mc *v1alpha1.ManagedColl
 	}
 	st.daemonSet = ds
 	return nil
-}
-
-// ownedSecret returns the named Secret if it belongs to owner, an empty Secret if it does not exist, and an
-// error if somebody else's Secret has the name: the operator never takes over a Secret it did not create.
-func ownedSecret(ctx context.Context, cached client.Reader, uncached client.Reader, namespace, name string, owner types.UID) (*corev1.Secret, error) {
-	key := types.NamespacedName{Namespace: namespace, Name: name}
-	secret := &corev1.Secret{}
-	err := cached.Get(ctx, key, secret)
-	if apierrors.IsNotFound(err) {
-		// The cache holds only labelled Secrets; a foreign Secret of the same name is found only here.
-		err = uncached.Get(ctx, key, secret)
-		if apierrors.IsNotFound(err) {
-			return &corev1.Secret{}, nil
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading Secret %s: %w", name, err)
-	}
-	if ref := metav1.GetControllerOf(secret); ref == nil || ref.UID != owner {
-		return nil, fmt.Errorf("secret %s/%s exists and is not owned by this resource: delete or rename it", namespace, name)
-	}
-	return secret, nil
 }
 
 // SetupWithManager registers the reconciler and its watches. index.Setup must have run on mgr.

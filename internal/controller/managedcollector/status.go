@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/bounded"
 	"github.com/linkmesh/linkmesh-operator/internal/fleet"
 	"github.com/linkmesh/linkmesh-operator/internal/index"
 	"github.com/linkmesh/linkmesh-operator/internal/manifests"
@@ -48,7 +49,7 @@ func (r *Reconciler) computeStatus(ctx context.Context, mc *v1alpha1.ManagedColl
 			status = metav1.ConditionTrue
 		}
 		apimeta.SetStatusCondition(&s.Conditions, metav1.Condition{
-			Type: t, Status: status, Reason: reason, Message: truncate(msg), ObservedGeneration: gen,
+			Type: t, Status: status, Reason: reason, Message: bounded.Truncate(msg, maxConditionMessage), ObservedGeneration: gen,
 		})
 	}
 
@@ -155,14 +156,7 @@ func findCondition(conds []metav1.Condition, t string) *metav1.Condition {
 }
 
 func configMessage(err error) string {
-	return truncate(err.Error())
-}
-
-func truncate(s string) string {
-	if len(s) <= maxConditionMessage {
-		return s
-	}
-	return strings.ToValidUTF8(s[:maxConditionMessage-3], "") + "..."
+	return bounded.Truncate(err.Error(), maxConditionMessage)
 }
 
 func firstMessage(agents []v1alpha1.AgentStatus, status v1alpha1.ConfigStatus) string {
