@@ -13,6 +13,12 @@ const (
 	ConditionConfigApplied = "ConfigApplied"
 	// ConditionHealthy is True when every connected collector reports itself healthy.
 	ConditionHealthy = "Healthy"
+	// ConditionReconciling is kstatus' Reconciling: True while the operator works towards the spec, a
+	// progressive rollout progresses or status.observedGeneration lags.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is kstatus' Stalled: True when progress needs a person, for example after a rollout
+	// halted or rolled back.
+	ConditionStalled = "Stalled"
 )
 
 // Condition reasons of a ManagedCollector.
@@ -32,7 +38,7 @@ const (
 	// ReasonConfigApplied means every connected collector runs the current config.
 	ReasonConfigApplied = "Applied"
 	// ReasonConfigFailed means at least one collector reported the current config as failed.
-	ReasonConfigFailed = "ApplyFailed"
+	ReasonConfigFailed = "ConfigFailed"
 	// ReasonConfigDrift means a collector reports the current config applied while the config it runs
 	// lacks part of it; the operator re-applies it.
 	ReasonConfigDrift = "ConfigDrift"
@@ -44,6 +50,21 @@ const (
 	ReasonReady = "Ready"
 	// ReasonApplyFailed means the operator could not apply an owned object to the API server.
 	ReasonApplyFailed = "ApplyFailed"
+	// ReasonReadOnlyMembers means every connected collector is a read-only member: it reports health and its
+	// effective config but does not accept remote config, so spec.config runs on none of them.
+	ReasonReadOnlyMembers = "ReadOnlyMembers"
+	// ReasonRollingOut means a progressive rollout of spec.config is in progress.
+	ReasonRollingOut = "RollingOut"
+	// ReasonRolloutPaused means spec.rollout.paused holds a progressive rollout.
+	ReasonRolloutPaused = "RolloutPaused"
+	// ReasonRolloutHalted means a progressive rollout halted on failures (onFailure: Pause).
+	ReasonRolloutHalted = "RolloutHalted"
+	// ReasonRolledBack means a progressive rollout failed and the collectors run the stable config again.
+	ReasonRolledBack = "RolledBack"
+	// ReasonGenerationPending means the operator has not yet acted on the latest spec.
+	ReasonGenerationPending = "GenerationPending"
+	// ReasonReconciled means the operator has nothing left to do for the current spec.
+	ReasonReconciled = "Reconciled"
 )
 
 // Condition types of an EnrollmentToken.
@@ -87,6 +108,25 @@ const (
 	EventDisconnected = "Disconnected"
 	// EventUnhealthy is a Warning: a collector reported itself unhealthy.
 	EventUnhealthy = "Unhealthy"
+	// EventReconnected is emitted when collectors that ran a config from the operator connect to a replica
+	// that did not know them, for example after their replica stopped.
+	EventReconnected = "Reconnected"
+	// EventReadOnlyMember is emitted when a connected collector stops accepting remote config and becomes a
+	// read-only member.
+	EventReadOnlyMember = "ReadOnlyMember"
+	// EventTooManyCollectors is a Warning: a collector was refused because its ManagedCollector holds as many
+	// collectors as it may (max(2 x desired, desired + 100)).
+	EventTooManyCollectors = "TooManyCollectors"
+	// EventInstanceUIDTaken is a Warning: a collector presented an instance UID bound to another
+	// ManagedCollector or EnrollmentToken and was given a new one.
+	EventInstanceUIDTaken = "InstanceUIDTaken"
+	// Rollout events, once per transition, with the revision and the step in the message.
+	EventRolloutStarted       = "RolloutStarted"
+	EventRolloutStepCompleted = "RolloutStepCompleted"
+	EventRolloutPaused        = "RolloutPaused"
+	EventRolloutHalted        = "RolloutHalted"
+	EventRolledBack           = "RolledBack"
+	EventRolloutCompleted     = "RolloutCompleted"
 	// EventTokenExpired is emitted when a pending EnrollmentToken expires.
 	EventTokenExpired = "Expired"
 	// EventTokenRedeemed is emitted when a host redeems an EnrollmentToken.

@@ -31,6 +31,7 @@ func addKnownTypes(scheme *runtime.Scheme) error {
 	scheme.AddKnownTypes(GroupVersion,
 		&ManagedCollector{}, &ManagedCollectorList{},
 		&EnrollmentToken{}, &EnrollmentTokenList{},
+		&CollectorShare{}, &CollectorShareList{},
 	)
 	metav1.AddToGroupVersion(scheme, GroupVersion)
 	return nil

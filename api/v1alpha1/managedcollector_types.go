@@ -18,7 +18,7 @@ const (
 )
 
 // ConfigStatus is what a collector last reported about the remote config.
-// +kubebuilder:validation:Enum=Applying;Applied;Failed;Drifted;Unset
+// +kubebuilder:validation:Enum=Applying;Applied;Failed;Drifted;Unset;ReadOnly
 type ConfigStatus string
 
 const (
@@ -33,6 +33,10 @@ const (
 	ConfigStatusDrifted ConfigStatus = "Drifted"
 	// ConfigStatusUnset means the supervisor has reported nothing about a remote config yet.
 	ConfigStatusUnset ConfigStatus = "Unset"
+	// ConfigStatusReadOnly means the collector does not accept remote config (its AcceptsRemoteConfig
+	// capability is off): a read-only member, which reports its health and effective config and runs its own
+	// config. It is never sent spec.config and counts in counts.readOnly, not against Ready.
+	ConfigStatusReadOnly ConfigStatus = "ReadOnly"
 )
 
 // ManagementModeOpAMP is the management mode of every agent: the upstream supervisor over OpAMP.
@@ -124,6 +128,19 @@ type ManagedCollectorSpec struct {
 	// hostNetwork runs the pods in the node's network namespace, so receivers listen on the node's ports.
 	// +optional
 	HostNetwork bool `json:"hostNetwork,omitempty"`
+
+	// rollout says how a new spec.config reaches the collectors: all at once (the default) or
+	// progressively, step by step, with automatic rollback.
+	// +optional
+	Rollout *RolloutSpec `json:"rollout,omitempty"`
+
+	// maxCollectors caps the collectors each operator replica holds for this ManagedCollector: one more is
+	// refused (and a TooManyCollectors Warning raised), so one leaked credential cannot exhaust the
+	// operator's memory. Defaults to max(2 x desired, desired + 100), desired being status.counts.desired.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	MaxCollectors *int32 `json:"maxCollectors,omitempty"`
 }
 
 // SupervisorSpec tunes the upstream opampsupervisor.
@@ -182,9 +199,14 @@ type AgentCounts struct {
 	// hosts that redeemed an EnrollmentToken.
 	// +optional
 	Desired int32 `json:"desired,omitempty"`
-	// connected is the number of collectors with a live OpAMP connection.
+	// connected is the number of collectors with a live OpAMP connection, read-only members included.
 	// +optional
 	Connected int32 `json:"connected,omitempty"`
+	// readOnly is the number of connected collectors that do not accept remote config: read-only members,
+	// which report health and effective config but are never sent spec.config. The config counts below are
+	// about the other, managed collectors.
+	// +optional
+	ReadOnly int32 `json:"readOnly,omitempty"`
 	// healthy is the number of connected collectors that report themselves healthy.
 	// +optional
 	Healthy int32 `json:"healthy,omitempty"`
@@ -246,7 +268,8 @@ const MaxAgentsInStatus = 50
 
 // ManagedCollectorStatus is the observed state of a ManagedCollector.
 type ManagedCollectorStatus struct {
-	// conditions: Ready, ConfigValid, Connected, ConfigApplied, Healthy.
+	// conditions: Ready, ConfigValid, Connected, ConfigApplied, Healthy, and kstatus' Reconciling and
+	// Stalled.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -282,6 +305,16 @@ type ManagedCollectorStatus struct {
 	// Absent while spec.supervisor.ownMetrics is false or no collector has reported twice.
 	// +optional
 	Throughput *ThroughputStatus `json:"throughput,omitempty"`
+
+	// rollout is the state of the progressive rollout of the accepted config; absent with AllAtOnce.
+	// +optional
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
+
+	// history lists the last 10 accepted revisions of spec.config, newest first, with their outcome.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	History []RevisionHistory `json:"history,omitempty"`
 }
 
 // ManagedCollector is a group of OpenTelemetry collectors that share one config, each run by the upstream
@@ -295,8 +328,11 @@ type ManagedCollectorStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Connected",type=string,JSONPath=`.status.connected`
 // +kubebuilder:printcolumn:name="Applied",type=string,JSONPath=`.status.conditions[?(@.type=="ConfigApplied")].status`
+// +kubebuilder:printcolumn:name="Rollout",type=string,JSONPath=`.status.rollout.phase`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Updated",type=integer,JSONPath=`.status.rollout.updated`,priority=1
+// +kubebuilder:printcolumn:name="Read-only",type=integer,JSONPath=`.status.counts.readOnly`,priority=1
 type ManagedCollector struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
