@@ -29,6 +29,10 @@ import (
 // tokens as keys. index.Setup registers it with TokenDigests.
 const IndexTokenDigest = ".linkmesh.tokenDigest"
 
+// IndexTokenRedeemer indexes EnrollmentTokens by status.redeemedBy.instanceUID, with TokenRedeemers: a
+// host's instance UID is bound to the token it redeemed, and no other credential may present it.
+const IndexTokenRedeemer = "status.redeemedBy.instanceUID"
+
 // ErrTokenTaken means an EnrollmentToken is redeemed by another instance.
 var ErrTokenTaken = errors.New("enrollment token redeemed by another instance")
 
@@ -115,6 +119,29 @@ func TokenDigests(obj client.Object) []string {
 	return out
 }
 
+// TokenRedeemers is the IndexTokenRedeemer index function.
+func TokenRedeemers(obj client.Object) []string {
+	et, ok := obj.(*v1alpha1.EnrollmentToken)
+	if !ok || et.Status.RedeemedBy == nil || et.Status.RedeemedBy.InstanceUID == "" {
+		return nil
+	}
+	return []string{et.Status.RedeemedBy.InstanceUID}
+}
+
+// RedeemedByInstance says whether an EnrollmentToken is redeemed by the instance UID, as the cache has it.
+func (a *Authority) RedeemedByInstance(ctx context.Context, instanceUID string) (bool, error) {
+	var tokens v1alpha1.EnrollmentTokenList
+	if err := a.cache.List(ctx, &tokens, client.MatchingFields{IndexTokenRedeemer: instanceUID}); err != nil {
+		return false, fmt.Errorf("looking up the tokens redeemed by an instance: %w", err)
+	}
+	for i := range tokens.Items {
+		if a.Usable(&tokens.Items[i]) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 func digest(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:])
@@ -188,7 +215,8 @@ func (a *Authority) podPrincipal(ctx context.Context, sec *corev1.Secret, token 
 	if err != nil {
 		return nil, err
 	}
-	if !metav1.IsControlledBy(sec, mc) {
+	if !metav1.IsControlledBy(sec, mc) || mc.Spec.Mode == v1alpha1.ModeExternal {
+		// External means enrolled hosts only: a pod credential left from a DaemonSet past admits nothing.
 		return nil, ErrUnauthorized
 	}
 	return &Principal{

@@ -82,14 +82,28 @@ type Report struct {
 	AcceptsRemoteConfig bool
 }
 
+// Refusal says why Observe did not take a message; the OpAMP server answers with an error and closes.
+type Refusal string
+
+// Refusals of Observe.
+const (
+	// RefusedGroupFull means the group holds MaxAgents agents on this replica.
+	RefusedGroupFull Refusal = "this ManagedCollector already holds as many collectors as it may (spec.maxCollectors, by default max(2 x desired, desired + 100)); retry later"
+)
+
 // Reply is what the OpAMP server must put into its answer to a Report.
 type Reply struct {
+	// Refused, when set, means the message was not taken: answer with it as an error and close.
+	Refused Refusal
+	// NewInstanceUID, when set, means the agent's instance UID is bound to another ManagedCollector or
+	// EnrollmentToken: answer with it as the agent's new instance UID and take nothing else.
+	NewInstanceUID string
 	// ReportFullState asks the agent to send its full state: it is unknown to this replica, or a message
 	// went missing.
 	ReportFullState bool
 	// Config is the config to push, nil when the agent runs, or was already sent, the desired config. An
 	// empty Config (no file) makes the supervisor stop its collector; a drift heal sends it.
-	Config *Desired
+	Config *Revision
 	// Restart asks the agent to restart its collector, the last resort of a drift heal.
 	Restart bool
 }
@@ -107,29 +121,46 @@ type Link interface {
 type agent struct {
 	uid        string
 	membership credential.Membership
+	// rank orders the agent in a progressive rollout: a hash of its instance UID, canaries first.
+	rank uint64
+	// canary says whether the agent matched the rollout's canary selector when its rank was computed.
+	canary bool
 
 	described   bool
 	description Description
 	health      *Health
-	hasConfig   bool
-	config      RemoteConfigReport
-	effective   string
-	caps        uint64
-	acceptsRC   bool
+	// unhealthySince is when the agent last turned unhealthy; zero while healthy or unknown.
+	unhealthySince time.Time
+	// unhealthyWarned says whether this unhealthy spell already raised its Warning.
+	unhealthyWarned bool
+	hasConfig       bool
+	config          RemoteConfigReport
+	effective       string
+	caps            uint64
+	// acceptsRemoteConfig is false for a read-only member: it is never sent a config.
+	acceptsRemoteConfig bool
 
-	connected      bool
+	connected bool
+	// firstSeen is when this replica first heard of the agent; connectedSince when its connection began.
+	firstSeen      time.Time
 	connectedSince time.Time
 	lastSeen       time.Time
 	lastSeq        uint64
 	link           Link
-	// sentHash is the hash pushed over the current connection, so a config is sent once per connection.
+	// sentHash is the hash pushed over the current connection, so a config is sent once per connection;
+	// sentAt is when, so a collector restarted for it is not taken for an unhealthy one.
 	sentHash string
-	// ownMetricsSent is what was last sent about own_metrics over the current connection.
-	ownMetricsSent OwnMetricsAction
+	sentAt   time.Time
+	// ownMetricsSent is what was last sent about own_metrics over the current connection; ownMetricsOffered
+	// whether the agent was ever offered it here, for the one OwnMetricsOffered event.
+	ownMetricsSent    OwnMetricsAction
+	ownMetricsOffered bool
 	// own is the throughput state fed by the agent's own metrics; nil until the first export.
 	own *ownMetrics
 	// drift is the comparison of the effective config with the desired one, and the heal in progress.
 	drift driftState
+	// failure is the revision the agent failed during a progressive rollout, and why.
+	failure *revisionFailure
 }
 
 // display names the agent in an Event: its host or pod, and always its instance UID.
@@ -148,11 +179,24 @@ func (a *agent) reportsUnhealthy() bool { return a.health != nil && !a.health.He
 
 func (a *agent) healthy() bool { return a.health != nil && a.health.Healthy }
 
-// needs says whether d must be pushed to the agent over its current connection.
-func (a *agent) needs(d *Desired) bool {
-	if d == nil {
+// readOnly says whether the agent is a read-only member: described, and without AcceptsRemoteConfig.
+func (a *agent) readOnly() bool { return a.described && !a.acceptsRemoteConfig }
+
+// applying says whether a config pushed to the agent may still be being applied at now: the supervisor
+// restarts its collector for it and reports it unhealthy meanwhile.
+func (a *agent) applying(now time.Time, timeout time.Duration) bool {
+	if a.sentHash == "" {
 		return false
 	}
-	d = a.target(d)
-	return a.connected && a.described && a.acceptsRC && a.config.Hash != d.Hash && a.sentHash != d.Hash
+	if a.hasConfig && a.config.Hash == a.sentHash &&
+		(a.config.Status == v1alpha1.ConfigStatusApplied || a.config.Status == v1alpha1.ConfigStatusFailed) {
+		return false
+	}
+	return now.Sub(a.sentAt) < timeout+ApplyGrace
+}
+
+// needs says whether the revision r must be pushed to the agent over its current connection.
+func (a *agent) needs(r *Revision) bool {
+	return r != nil && a.connected && a.described && a.acceptsRemoteConfig && a.config.Hash != r.Hash &&
+		a.sentHash != r.Hash
 }

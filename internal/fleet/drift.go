@@ -28,8 +28,8 @@ const (
 	healBackoff = 10 * time.Second
 )
 
-// emptyDesired is the config that makes the supervisor stop its collector: no file at all.
-var emptyDesired = Desired{Hash: collectorconfig.Hash("")}
+// emptyRevision is the config that makes the supervisor stop its collector: no file at all.
+var emptyRevision = Revision{Hash: collectorconfig.Hash("")}
 
 // driftState is an agent's drift and the progress of its heal.
 type driftState struct {
@@ -50,52 +50,47 @@ type driftState struct {
 // drifted says whether the agent reports the desired config applied while its collector runs without it.
 func (a *agent) drifted() bool { return len(a.drift.missing) > 0 }
 
-// target is the config the agent should be sent: the empty one while a heal clears it.
-func (a *agent) target(d *Desired) *Desired {
-	if a.drift.clearing {
-		return &emptyDesired
+// shapeOf parses a revision's structure once per hash. A rollout has two revisions in use, so a few are
+// kept.
+func (g *group) shapeOf(d *Revision) *collectorconfig.Shape {
+	if s, ok := g.shapes[d.Hash]; ok {
+		return s
 	}
-	return d
+	s, err := collectorconfig.ParseShape(d.Config)
+	if err != nil {
+		// A desired config passed validation, so it parses; nothing to compare otherwise.
+		return nil
+	}
+	if len(g.shapes) >= 4 {
+		clear(g.shapes)
+	}
+	if g.shapes == nil {
+		g.shapes = map[string]*collectorconfig.Shape{}
+	}
+	g.shapes[d.Hash] = s
+	return s
 }
 
-// shapeOf parses desired's structure once per hash.
-func (g *group) shapeOf(d *Desired) *collectorconfig.Shape {
-	if g.shape == nil || g.shapeHash != d.Hash {
-		s, err := collectorconfig.ParseShape(d.Config)
-		if err != nil {
-			// A desired config passed validation, so it parses; nothing to compare otherwise.
-			return nil
-		}
-		g.shape, g.shapeHash = s, d.Hash
-	}
-	return g.shape
-}
-
-// checkDriftLocked compares the agent's effective config with the desired one and moves its heal along.
-// It runs after the message's remote config status and effective config have been recorded.
-func (g *group) checkDriftLocked(a *agent, effective *string, now time.Time) bool {
+// checkDriftLocked compares the agent's effective config with the config it should run and moves its heal
+// along. It runs after the message's remote config status and effective config (newShape: its structure
+// is new) have been recorded.
+func (g *group) checkDriftLocked(a *agent, newShape bool, now time.Time) bool {
 	changed := false
-	if effective != nil {
-		if s, err := collectorconfig.ParseShape(*effective); err == nil {
-			a.drift.shape = s
-			a.drift.checkedHash = ""
-		}
-	}
-	d := g.desired
 	if a.drift.clearing {
 		// The empty config is in: now push the desired one.
-		if a.hasConfig && a.config.Hash == emptyDesired.Hash && a.config.Status == v1alpha1.ConfigStatusApplied {
+		if a.hasConfig && a.config.Hash == emptyRevision.Hash && a.config.Status == v1alpha1.ConfigStatusApplied {
 			a.drift.clearing = false
 			a.sentHash = ""
 			changed = true
 		}
 		return changed
 	}
+	d := a.target(g.desired)
 	if d == nil || a.drift.shape == nil || !a.hasConfig || a.config.Hash != d.Hash || a.config.Status != v1alpha1.ConfigStatusApplied {
 		return changed
 	}
 	// Compare again when the effective config or the desired hash is new; heartbeats only move the heal.
-	if a.drift.checkedHash != d.Hash || effective != nil {
+	if a.drift.checkedHash != d.Hash || newShape {
 		want := g.shapeOf(d)
 		if want == nil {
 			return changed

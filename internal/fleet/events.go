@@ -23,9 +23,30 @@ type eventKey struct {
 
 type pendingEvent struct {
 	eventType string
-	count     int
+	// count is the number of transitions, agents the distinct agents that made them: one flapping agent is
+	// one collector, many times.
+	count  int
+	agents map[string]struct{}
 	// sample is the first agent that made the transition, named in the message.
 	sample string
+}
+
+// maxDistinct bounds the agents an aggregated event remembers to count them; beyond it the count is of
+// transitions.
+const maxDistinct = 1 << 16
+
+func (p *pendingEvent) addAgent(uid string) {
+	p.count++
+	if len(p.agents) < maxDistinct {
+		p.agents[uid] = struct{}{}
+	}
+}
+
+func (p *pendingEvent) collectors() int {
+	if len(p.agents) >= maxDistinct {
+		return max(p.count, len(p.agents))
+	}
+	return len(p.agents)
 }
 
 // eventLog aggregates a group's agent transitions between two snapshots.
@@ -43,19 +64,21 @@ func (l *eventLog) add(reason, eventType, detail, hash string, a *agent) {
 	}
 	k := eventKey{reason: reason, detail: bounded.Truncate(detail, maxDetailLen), hash: hash}
 	if p := l.pending[k]; p != nil {
-		p.count++
+		p.addAgent(a.uid)
 		return
 	}
 	if len(l.order) >= maxEventKinds {
 		// Full: fold into one Event per reason, so the log stays bounded by the number of reasons.
 		k = eventKey{reason: reason, detail: otherDetail}
 		if p := l.pending[k]; p != nil {
-			p.count++
+			p.addAgent(a.uid)
 			return
 		}
 	}
 	l.order = append(l.order, k)
-	l.pending[k] = &pendingEvent{eventType: eventType, count: 1, sample: a.display()}
+	p := &pendingEvent{eventType: eventType, agents: map[string]struct{}{}, sample: a.display()}
+	p.addAgent(a.uid)
+	l.pending[k] = p
 }
 
 func (l *eventLog) empty() bool { return len(l.order) == 0 }
@@ -75,13 +98,24 @@ func (l *eventLog) drain() []Event {
 
 func message(k eventKey, p *pendingEvent) string {
 	who := "Collector " + p.sample
-	if p.count > 1 {
-		who = fmt.Sprintf("%d collectors, including %s,", p.count, p.sample)
+	if n := p.collectors(); n > 1 {
+		who = fmt.Sprintf("%d collectors, including %s,", n, p.sample)
 	}
 	var verb string
 	switch k.reason {
 	case v1alpha1.EventRegistered:
 		verb = "registered"
+		if k.detail != "" {
+			verb += " " + k.detail
+		}
+	case v1alpha1.EventReconnected:
+		verb = "reconnected, running a config from the operator"
+	case v1alpha1.EventReadOnlyMember:
+		verb = "no longer accepts remote config: it is a read-only member now and keeps running its own"
+	case v1alpha1.EventTooManyCollectors:
+		verb = "was refused: its ManagedCollector already holds as many collectors as it may (max(2 x desired, desired + 100))"
+	case v1alpha1.EventInstanceUIDTaken:
+		verb = "is bound to another ManagedCollector or EnrollmentToken; a collector presenting it with another credential was given a new instance UID"
 	case v1alpha1.EventConfigApplied:
 		verb = "applied config " + shortHash(k.hash)
 	case v1alpha1.EventConfigFailed:
@@ -101,6 +135,9 @@ func message(k eventKey, p *pendingEvent) string {
 		}
 	default:
 		verb = k.reason
+	}
+	if n := p.collectors(); p.count > n {
+		verb += fmt.Sprintf(" (%d times)", p.count)
 	}
 	return who + " " + verb
 }

@@ -2,12 +2,16 @@ package fleet
 
 import (
 	"context"
+	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -17,14 +21,32 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/credential"
 )
 
-// Defaults of Options.
+// Defaults of Options and bounds of the registry.
 const (
 	// DefaultIdleTimeout is three missed heartbeats of the supervisor's default 30 s interval.
 	DefaultIdleTimeout = 90 * time.Second
 	// DefaultRetention keeps a disconnected agent in status long enough for a user to see why it left.
 	DefaultRetention = 15 * time.Minute
-	// DefaultSignalInterval is the budget: one status write per ManagedCollector per second.
+	// DefaultSignalInterval is the budget of one status write per ManagedCollector per second.
 	DefaultSignalInterval = time.Second
+	// DefaultMaxAgents caps a group's agents until its desired state is known.
+	DefaultMaxAgents = 1000
+	// UndescribedRetention is how long an agent that never sent a full state is kept: a connection that
+	// only ever sends a UID costs memory and tells a user nothing.
+	UndescribedRetention = 30 * time.Second
+	// ApplyGrace is added to the supervisor's config_apply_timeout before a pushed config counts as applied
+	// or not: the supervisor reports the outcome at the timeout, and the report travels.
+	ApplyGrace = 10 * time.Second
+	// UnhealthyGrace is how long an agent may be unhealthy without an error before it is a warning, and,
+	// in a progressive rollout, before it fails the revision it runs.
+	UnhealthyGrace = 30 * time.Second
+	// MaxEffectiveConfig bounds the effective config the registry parses for drift: a config is at most
+	// 256 KiB (the CRD's bound), to which the supervisor adds little.
+	MaxEffectiveConfig = 512 << 10
+	// defaultApplyTimeout is the supervisor's own config_apply_timeout.
+	defaultApplyTimeout = 5 * time.Second
+	// sweepPeriod bounds how late a persisting unhealthy agent or a stale one is noticed.
+	sweepPeriod = 5 * time.Second
 )
 
 // Options tune a Registry; zero values take the defaults.
@@ -38,14 +60,18 @@ type Options struct {
 	SignalInterval time.Duration
 	// Clock is injected by tests.
 	Clock clock.WithTickerAndDelayedExecution
+	// RemoteOwnMetrics says whether own metrics for an agent that is not connected here are taken: true
+	// while other replicas serve OpAMP too, whose agents' exports may arrive here. Nil takes none.
+	RemoteOwnMetrics func() bool
 }
 
 // ChangeEvent is what the registry sends on Changes: the ManagedCollector whose agents changed.
 type ChangeEvent = event.TypedGenericEvent[*v1alpha1.ManagedCollector]
 
-// Registry is the Fleet: the agents connected to this replica, keyed by instance UID, and the desired
-// config of every ManagedCollector. Nothing in it is shared with other replicas, so it assumes nothing
-// about them: an agent's state is what it reported here.
+// Registry is the Fleet: the agents connected to this replica, keyed by instance UID, and what every
+// ManagedCollector's agents should run. Nothing in it is shared with other replicas, so it assumes
+// nothing about them: an agent's state is what it reported here. The package documentation describes
+// its locks.
 type Registry struct {
 	opts Options
 
@@ -67,14 +93,32 @@ var _ Fleet = (*Registry)(nil)
 type group struct {
 	key     types.NamespacedName
 	desired *Desired
-	// shape is the structure of desired, parsed once per shapeHash for drift checks.
-	shape     *collectorconfig.Shape
-	shapeHash string
-	members   map[string]*agent
-	events    eventLog
+	// shapes are the structures of the revisions in use, by hash, parsed once for drift checks.
+	shapes  map[string]*collectorconfig.Shape
+	members map[string]*agent
+	// remote are own metrics of agents connected to other replicas, by instance UID.
+	remote map[string]*ownMetrics
+	events eventLog
 	// lastSignal and timerSet coalesce change signals to one per SignalInterval.
 	lastSignal time.Time
 	timerSet   bool
+}
+
+func (g *group) maxAgents() int {
+	switch {
+	case g.desired == nil:
+		return DefaultMaxAgents
+	case g.desired.MaxAgents <= 0:
+		return math.MaxInt
+	}
+	return g.desired.MaxAgents
+}
+
+func (g *group) applyTimeout() time.Duration {
+	if g.desired == nil || g.desired.ApplyTimeout <= 0 {
+		return defaultApplyTimeout
+	}
+	return g.desired.ApplyTimeout
 }
 
 // New returns an empty Registry. Run it with Start (it is a manager.Runnable) for idle detection and
@@ -92,6 +136,9 @@ func New(opts Options) *Registry {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
+	if opts.RemoteOwnMetrics == nil {
+		opts.RemoteOwnMetrics = func() bool { return false }
+	}
 	return &Registry{
 		opts:    opts,
 		agents:  map[string]*agent{},
@@ -102,19 +149,19 @@ func New(opts Options) *Registry {
 	}
 }
 
-// Changes signals the ManagedCollector reconciler, through source.Channel, that a group's agents changed.
-// Each group is signalled at most once per SignalInterval, however many agents it has.
+// Changes signals that a group's agents changed. Each group is signalled at most once per SignalInterval,
+// however many agents it has.
 func (r *Registry) Changes() <-chan ChangeEvent { return r.changes }
 
 // NeedLeaderElection is false: every replica serves OpAMP and must report and expire its own agents.
 func (r *Registry) NeedLeaderElection() bool { return false }
 
-// Start delivers change signals and expires idle agents until ctx is done. The two run apart: on a replica
-// that is not the leader nobody reads Changes, and idle detection must go on there all the same.
+// Start delivers change signals and sweeps agents until ctx is done. The two run apart: idle detection
+// must go on even while nobody reads Changes.
 func (r *Registry) Start(ctx context.Context) error {
-	period := r.opts.IdleTimeout / 4
-	if period < time.Second {
-		period = time.Second
+	period := min(r.opts.IdleTimeout/4, sweepPeriod)
+	if period < 100*time.Millisecond {
+		period = 100 * time.Millisecond
 	}
 	ticker := r.opts.Clock.NewTicker(period)
 	defer ticker.Stop()
@@ -159,11 +206,11 @@ func (r *Registry) deliver(ctx context.Context) bool {
 	return true
 }
 
-// groupLocked returns the key's group, creating it: agents may connect before the reconciler set a config.
+// groupLocked returns the key's group, creating it: agents may connect before its desired state is known.
 func (r *Registry) groupLocked(key types.NamespacedName) *group {
 	g := r.groups[key]
 	if g == nil {
-		g = &group{key: key, members: map[string]*agent{}}
+		g = &group{key: key, members: map[string]*agent{}, remote: map[string]*ownMetrics{}}
 		r.groups[key] = g
 	}
 	return g
@@ -190,7 +237,7 @@ func (r *Registry) fire(g *group) {
 	key := g.key
 	r.mu.Lock()
 	if r.groups[key] != g {
-		// Forgotten meanwhile: the reconciler that called Forget needs no signal.
+		// Forgotten meanwhile: nobody needs a signal for it.
 		r.mu.Unlock()
 		return
 	}
@@ -215,10 +262,18 @@ func (r *Registry) enqueue(key types.NamespacedName) {
 // Signals is the number of change signals raised so far, for tests and metrics.
 func (r *Registry) Signals() uint64 { return r.signals.Load() }
 
+// sameGroup says whether m may speak for an agent admitted with was: the same ManagedCollector through the
+// same kind of credential. A host may come back with another of its group's EnrollmentTokens: its admission
+// checked that the token is redeemed by this very instance.
+func sameGroup(was, m credential.Membership) bool {
+	return was.Collector == m.Collector && was.Source == m.Source
+}
+
 // Observe records one message of an agent and says what to answer. link is the agent's live connection,
 // nil for plain HTTP.
 func (r *Registry) Observe(uid string, m credential.Membership, rep Report, link Link) Reply {
 	now := r.opts.Clock.Now()
+	shape := r.parseEffective(uid, rep)
 	var stale Link
 	defer func() {
 		if stale != nil {
@@ -231,18 +286,24 @@ func (r *Registry) Observe(uid string, m credential.Membership, rep Report, link
 
 	a := r.agents[uid]
 	isNew := a == nil
-	if isNew {
-		a = &agent{uid: uid}
+	g := r.groupLocked(m.Collector)
+	switch {
+	case !isNew && !sameGroup(a.membership, m):
+		// An instance UID is bound to the group that first admitted it for as long as it is remembered: a
+		// credential of another group presenting it gets a UID of its own, and the agent stays where it is.
+		g.events.add(v1alpha1.EventInstanceUIDTaken, corev1.EventTypeWarning, "", "", &agent{uid: uid})
+		r.changedLocked(g)
+		return Reply{NewInstanceUID: uuid.Must(uuid.NewV7()).String()}
+	case isNew && len(g.members) >= g.maxAgents():
+		g.events.add(v1alpha1.EventTooManyCollectors, corev1.EventTypeWarning, "", "", &agent{uid: uid})
+		r.changedLocked(g)
+		return Reply{Refused: RefusedGroupFull}
+	case isNew:
+		a = &agent{uid: uid, membership: m, firstSeen: now}
 		r.agents[uid] = a
-	} else if a.membership.Collector != m.Collector {
-		if old := r.groups[a.membership.Collector]; old != nil {
-			delete(old.members, uid)
-			r.changedLocked(old)
-		}
+		g.members[uid] = a
 	}
 	a.membership = m
-	g := r.groupLocked(m.Collector)
-	g.members[uid] = a
 	changed := isNew
 
 	// A new connection: plain-HTTP agents reconnect after going idle, WebSocket agents with a new link.
@@ -271,30 +332,40 @@ func (r *Registry) Observe(uid string, m credential.Membership, rep Report, link
 		reply.ReportFullState = true
 	}
 	a.lastSeq = rep.SequenceNum
-	if isNew {
-		// After the description, so the Event names the host or pod.
-		g.events.add(v1alpha1.EventRegistered, corev1.EventTypeNormal, "", "", a)
-	}
 	if rep.Capabilities != 0 {
+		was := a.acceptsRemoteConfig
 		a.caps = rep.Capabilities
-		a.acceptsRC = rep.AcceptsRemoteConfig
+		a.acceptsRemoteConfig = rep.AcceptsRemoteConfig
+		if was && !a.acceptsRemoteConfig && !isNew {
+			// It no longer takes remote config (capabilities may change, opamp-spec #217): it runs what it
+			// runs now, which the operator no longer heals nor pushes.
+			a.drift = driftState{}
+			a.sentHash = ""
+			g.events.add(v1alpha1.EventReadOnlyMember, corev1.EventTypeNormal, "", "", a)
+		}
+		changed = changed || was != a.acceptsRemoteConfig
 	}
+	if isNew {
+		// After the description and capabilities, so the Event names the host or pod and says what it is.
+		r.registeredLocked(g, a, rep)
+	}
+	a.rankLocked(g.desired)
 	if rep.EffectiveConfigHash != nil {
 		a.effective = *rep.EffectiveConfigHash
 	}
-	if h := rep.Health; h != nil && !a.health.equal(h) {
-		// While its collector starts, the supervisor reports it unhealthy (StatusStarting, components not yet
-		// up) with no error: warn when a healthy agent turns unhealthy, or when a report carries an error.
-		turned := a.health != nil && a.health.Healthy
-		if !h.Healthy && (turned || h.LastError != "") {
-			g.events.add(v1alpha1.EventUnhealthy, corev1.EventTypeWarning, healthText(h), "", a)
-		}
-		hc := *h
-		a.health = &hc
+	if shape != nil {
+		a.drift.shape = shape
+		a.drift.checkedHash = ""
+	}
+	if rep.Health != nil && !a.health.equal(rep.Health) {
+		r.healthLocked(a, rep.Health, now, a.applying(now, g.applyTimeout()))
 		changed = true
 	}
 	if c := rep.RemoteConfig; c != nil && (!a.hasConfig || a.config != *c) {
 		switch {
+		case isNew:
+			// What a collector new to this replica runs is no transition seen here: its Reconnected or
+			// Registered Event says it arrived, status says what it runs.
 		case c.Status == v1alpha1.ConfigStatusApplied && (a.config.Status != c.Status || a.config.Hash != c.Hash):
 			g.events.add(v1alpha1.EventConfigApplied, corev1.EventTypeNormal, "", c.Hash, a)
 		case c.Status == v1alpha1.ConfigStatusFailed:
@@ -304,7 +375,13 @@ func (r *Registry) Observe(uid string, m credential.Membership, rep Report, link
 		a.hasConfig = true
 		changed = true
 	}
-	if g.checkDriftLocked(a, rep.EffectiveConfig, now) {
+	if a.acceptsRemoteConfig && g.checkDriftLocked(a, shape != nil, now) {
+		changed = true
+	}
+	if r.checkUnhealthyLocked(g, a, now) {
+		changed = true
+	}
+	if g.checkFailureLocked(a, now) {
 		changed = true
 	}
 	if changed {
@@ -313,10 +390,8 @@ func (r *Registry) Observe(uid string, m credential.Membership, rep Report, link
 	if reply.ReportFullState {
 		return reply
 	}
-	if a.needs(g.desired) {
-		d := *a.target(g.desired)
-		a.sentHash = d.Hash
-		reply.Config = &d
+	if t := a.target(g.desired); a.needs(t) {
+		reply.Config = a.sendLocked(t, now)
 	}
 	if a.drift.restart {
 		a.drift.restart = false
@@ -325,22 +400,102 @@ func (r *Registry) Observe(uid string, m credential.Membership, rep Report, link
 	return reply
 }
 
+// registeredLocked records the Event of an agent new to this replica: Registered for a collector that never
+// ran a config of the operator, Reconnected for one that did (its replica went away, or this one
+// restarted), so a failover does not read as a thousand new collectors.
+func (r *Registry) registeredLocked(g *group, a *agent, rep Report) {
+	switch {
+	case rep.RemoteConfig != nil && rep.RemoteConfig.Hash != "" && rep.RemoteConfig.Hash != emptyRevision.Hash:
+		g.events.add(v1alpha1.EventReconnected, corev1.EventTypeNormal, "", "", a)
+	case a.described && !a.acceptsRemoteConfig:
+		g.events.add(v1alpha1.EventRegistered, corev1.EventTypeNormal, readOnlyDetail, "", a)
+	default:
+		g.events.add(v1alpha1.EventRegistered, corev1.EventTypeNormal, "", "", a)
+	}
+}
+
+// readOnlyDetail marks the registration of a read-only member.
+const readOnlyDetail = "as a read-only member: it does not accept remote config, so it keeps running its own"
+
+// sendLocked records that t is pushed to the agent now and returns it for the answer.
+func (a *agent) sendLocked(t *Revision, now time.Time) *Revision {
+	a.sentHash, a.sentAt = t.Hash, now
+	out := *t
+	return &out
+}
+
+// parseEffective parses the structure of the report's effective config when it is new for the agent, before
+// the registry's lock is taken: parsing a large config under it would hold up every other agent. It is nil
+// when there is nothing new, the config is larger than MaxEffectiveConfig, or it does not parse.
+func (r *Registry) parseEffective(uid string, rep Report) *collectorconfig.Shape {
+	if rep.EffectiveConfig == nil || len(*rep.EffectiveConfig) > MaxEffectiveConfig {
+		return nil
+	}
+	r.mu.Lock()
+	a := r.agents[uid]
+	known := a != nil && rep.EffectiveConfigHash != nil && a.effective == *rep.EffectiveConfigHash && a.drift.shape != nil
+	r.mu.Unlock()
+	if known {
+		return nil
+	}
+	s, err := collectorconfig.ParseShape(*rep.EffectiveConfig)
+	if err != nil {
+		return nil
+	}
+	return s
+}
+
+// healthLocked records a new health report. An agent that turns unhealthy from healthy, or reports an
+// error, is news at once, unless a config push explains it (applying); otherwise it is news once it stays
+// unhealthy for UnhealthyGrace.
+func (r *Registry) healthLocked(a *agent, h *Health, now time.Time, applying bool) {
+	wasHealthy := a.healthy()
+	hc := *h
+	a.health = &hc
+	switch {
+	case h.Healthy:
+		a.unhealthySince, a.unhealthyWarned = time.Time{}, false
+		return
+	case wasHealthy || a.unhealthySince.IsZero():
+		a.unhealthySince, a.unhealthyWarned = now, false
+	}
+	if !applying && (wasHealthy || h.LastError != "") {
+		a.unhealthySince = now.Add(-UnhealthyGrace - time.Nanosecond)
+	}
+}
+
+// checkUnhealthyLocked raises the one Warning of an unhealthy spell when it is news: the agent reported an
+// error or turned unhealthy from healthy, or stayed unhealthy for UnhealthyGrace. While a pushed config is
+// being applied nothing is news: the supervisor restarts its collector, which reports unhealthy meanwhile,
+// and the outcome arrives as ConfigApplied or ConfigFailed.
+func (r *Registry) checkUnhealthyLocked(g *group, a *agent, now time.Time) bool {
+	if !a.connected || !a.reportsUnhealthy() || a.unhealthyWarned || a.applying(now, g.applyTimeout()) ||
+		now.Sub(a.unhealthySince) <= UnhealthyGrace {
+		return false
+	}
+	a.unhealthyWarned = true
+	g.events.add(v1alpha1.EventUnhealthy, corev1.EventTypeWarning, healthText(a.health), "", a)
+	return true
+}
+
 // Take returns the config to push to the agent over link, and records it as sent. It is how a WebSocket
 // connection answers Notify.
-func (r *Registry) Take(uid string, link Link) (Desired, bool) {
+func (r *Registry) Take(uid string, link Link) (Revision, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	a := r.agents[uid]
 	if a == nil || a.link != link {
-		return Desired{}, false
+		return Revision{}, false
 	}
 	g := r.groups[a.membership.Collector]
-	if g == nil || !a.needs(g.desired) {
-		return Desired{}, false
+	if g == nil {
+		return Revision{}, false
 	}
-	d := *a.target(g.desired)
-	a.sentHash = d.Hash
-	return d, true
+	t := a.target(g.desired)
+	if !a.needs(t) {
+		return Revision{}, false
+	}
+	return *a.sendLocked(t, r.opts.Clock.Now()), true
 }
 
 // Disconnect records that link, the agent's connection, closed. A newer connection of the same agent is
@@ -356,26 +511,45 @@ func (r *Registry) Disconnect(uid string, link Link) {
 }
 
 func (r *Registry) disconnectLocked(a *agent) {
+	now := r.opts.Clock.Now()
 	a.connected = false
 	a.link = nil
 	a.sentHash = ""
 	a.ownMetricsSent = OwnMetricsNone
-	if g := r.groups[a.membership.Collector]; g != nil {
-		g.events.add(v1alpha1.EventDisconnected, corev1.EventTypeNormal, "", "", a)
-		r.changedLocked(g)
+	a.lastSeen = now
+	g := r.groups[a.membership.Collector]
+	if g == nil {
+		return
 	}
+	if !a.described {
+		// It never said who it is: nothing to show, nothing to keep.
+		delete(r.agents, a.uid)
+		delete(g.members, a.uid)
+		r.changedLocked(g)
+		return
+	}
+	g.events.add(v1alpha1.EventDisconnected, corev1.EventTypeNormal, "", "", a)
+	r.changedLocked(g)
 }
 
-// Sweep marks agents silent for longer than IdleTimeout disconnected, closing their connections, and
-// forgets agents disconnected for longer than Retention. Start calls it periodically.
+// Sweep marks agents silent for longer than IdleTimeout disconnected, closing their connections; forgets
+// agents disconnected for longer than Retention, and those that never sent a full state after
+// UndescribedRetention; raises the Warnings of agents that stayed unhealthy; and moves rollouts' failure
+// checks along. Start calls it periodically.
 func (r *Registry) Sweep() {
 	now := r.opts.Clock.Now()
 	var closing []Link
 	r.mu.Lock()
 	r.expireOwnMetricsLocked(now)
 	for uid, a := range r.agents {
+		g := r.groups[a.membership.Collector]
 		idle := now.Sub(a.lastSeen)
 		switch {
+		case a.connected && !a.described && now.Sub(a.firstSeen) > UndescribedRetention:
+			if a.link != nil {
+				closing = append(closing, a.link)
+			}
+			r.disconnectLocked(a)
 		case a.connected && idle > r.opts.IdleTimeout:
 			if a.link != nil {
 				closing = append(closing, a.link)
@@ -383,16 +557,26 @@ func (r *Registry) Sweep() {
 			r.disconnectLocked(a)
 		case !a.connected && idle > r.opts.Retention:
 			delete(r.agents, uid)
-			if g := r.groups[a.membership.Collector]; g != nil {
+			if g != nil {
 				delete(g.members, uid)
 				r.changedLocked(g)
 			}
 		}
+		if g == nil || r.agents[uid] == nil {
+			continue
+		}
+		changed := r.checkUnhealthyLocked(g, a, now)
+		if g.checkFailureLocked(a, now) {
+			changed = true
+		}
+		if changed {
+			r.changedLocked(g)
+		}
 	}
 	for key, g := range r.groups {
-		// A group is kept while the reconciler has a config for it; an empty one without is a leftover of an
-		// agent that connected while its ManagedCollector was being deleted.
-		if g.desired == nil && len(g.members) == 0 && !g.timerSet && g.events.empty() {
+		// A group is kept while it has a desired state; an empty one without is a leftover of an agent that
+		// connected while its ManagedCollector was being deleted.
+		if g.desired == nil && len(g.members) == 0 && len(g.remote) == 0 && !g.timerSet && g.events.empty() {
 			delete(r.groups, key)
 		}
 	}
@@ -402,26 +586,68 @@ func (r *Registry) Sweep() {
 	}
 }
 
-// SetDesired implements Fleet. It notifies the connections of agents that do not run d yet; plain-HTTP
-// agents get it in the answer to their next poll.
+// SetDesired implements Fleet. It notifies the connections of agents that do not run their target yet;
+// plain-HTTP agents get it in the answer to their next poll.
 func (r *Registry) SetDesired(collector types.NamespacedName, desired Desired) {
 	var notify []Link
 	r.mu.Lock()
 	g := r.groupLocked(collector)
 	d := desired
+	if g.desired != nil && sameDesired(g.desired, &d) {
+		// The desired controller runs on every change of its inputs; most change nothing here.
+		r.mu.Unlock()
+		return
+	}
+	revisionChanged := g.desired == nil || g.desired.Hash != d.Hash
 	g.desired = &d
 	for _, a := range g.members {
-		if a.link != nil && a.needs(g.desired) {
+		a.rankLocked(g.desired)
+		if revisionChanged {
+			a.failure = nil
+		}
+		if a.link != nil && a.needs(a.target(g.desired)) {
 			notify = append(notify, a.link)
 		}
 	}
+	r.changedLocked(g)
 	r.mu.Unlock()
 	for _, l := range notify {
 		l.Notify()
 	}
 }
 
-// Forget implements Fleet: it drops the group and its agents and closes their connections.
+// DesiredHash is the hash of the group's accepted config, as this replica knows it; empty without one.
+func (r *Registry) DesiredHash(collector types.NamespacedName) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if g := r.groups[collector]; g != nil && g.desired != nil {
+		return g.desired.Hash
+	}
+	return ""
+}
+
+func sameDesired(a, b *Desired) bool {
+	if a.Hash != b.Hash || a.OwnMetrics != b.OwnMetrics || a.ApplyTimeout != b.ApplyTimeout || a.MaxAgents != b.MaxAgents ||
+		(a.Rollout == nil) != (b.Rollout == nil) {
+		return false
+	}
+	if a.Rollout == nil {
+		return true
+	}
+	x, y := a.Rollout, b.Rollout
+	return x.Stable.Hash == y.Stable.Hash && x.Phase == y.Phase && x.Threshold == y.Threshold &&
+		x.StepStarted.Equal(y.StepStarted) && slices.Equal(x.Superseded, y.Superseded) &&
+		x.BakeTime == y.BakeTime && selectorString(x.Canary) == selectorString(y.Canary)
+}
+
+func selectorString(s labels.Selector) string {
+	if s == nil {
+		return ""
+	}
+	return s.String()
+}
+
+// Forget drops a deleted group and its agents and closes their connections.
 func (r *Registry) Forget(collector types.NamespacedName) {
 	var closing []Link
 	r.mu.Lock()
@@ -452,11 +678,11 @@ func (r *Registry) EvictToken(token types.NamespacedName) {
 		if a.link != nil {
 			closing = append(closing, a.link)
 		}
-		if a.connected {
-			r.disconnectLocked(a)
-		}
 		delete(r.agents, uid)
 		if g := r.groups[a.membership.Collector]; g != nil {
+			if a.connected {
+				g.events.add(v1alpha1.EventDisconnected, corev1.EventTypeNormal, "", "", a)
+			}
 			delete(g.members, uid)
 			r.changedLocked(g)
 		}
@@ -467,8 +693,45 @@ func (r *Registry) EvictToken(token types.NamespacedName) {
 	}
 }
 
+// CloseAll closes every connection, spread over spread so that the collectors' reconnects do not all land
+// on the other replicas at once, and returns when the last is closed or ctx is done. A replica that is
+// shutting down calls it after it stopped accepting new connections.
+func (r *Registry) CloseAll(ctx context.Context, spread time.Duration) {
+	r.mu.Lock()
+	links := make([]Link, 0, len(r.agents))
+	for _, a := range r.agents {
+		if a.link != nil {
+			links = append(links, a.link)
+		}
+	}
+	r.mu.Unlock()
+	if len(links) == 0 {
+		return
+	}
+	const batches = 20
+	per := (len(links) + batches - 1) / batches
+	pause := spread / batches
+	for i := 0; i < len(links); i += per {
+		for _, l := range links[i:min(i+per, len(links))] {
+			l.Close()
+		}
+		if i+per >= len(links) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			for _, l := range links[i+per:] {
+				l.Close()
+			}
+			return
+		case <-r.opts.Clock.After(pause):
+		}
+	}
+}
+
 // Snapshot implements Fleet.
-func (r *Registry) Snapshot(collector types.NamespacedName, desiredHash string) Snapshot {
+func (r *Registry) Snapshot(collector types.NamespacedName, countHash string) Snapshot {
+	now := r.opts.Clock.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	g := r.groups[collector]
@@ -480,12 +743,47 @@ func (r *Registry) Snapshot(collector types.NamespacedName, desiredHash string) 
 		members = append(members, a)
 	}
 	return Snapshot{
-		Counts: count(members, desiredHash),
+		Counts: count(members, countHash),
 		Agents: agentList(members, v1alpha1.MaxAgentsInStatus),
-		Events: g.events.drain(),
 		// Rates sum only the agents that exported within StaleAfter.
-		Throughput: r.throughputLocked(g, r.opts.Clock.Now()).Status(),
+		Throughput: r.throughputLocked(g, now).Status(),
+		Rollout:    g.rolloutLocked(members),
 	}
+}
+
+// DrainEvents implements Fleet.
+func (r *Registry) DrainEvents(collector types.NamespacedName) []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g := r.groups[collector]
+	if g == nil {
+		return nil
+	}
+	return g.events.drain()
+}
+
+// Groups is the ManagedCollectors this replica holds agents of or a desired state for.
+func (r *Registry) Groups() []types.NamespacedName {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]types.NamespacedName, 0, len(r.groups))
+	for k := range r.groups {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Connections is the number of agents connected to this replica.
+func (r *Registry) Connections() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, a := range r.agents {
+		if a.connected {
+			n++
+		}
+	}
+	return n
 }
 
 func sameDescription(a, b Description) bool {

@@ -43,7 +43,7 @@ func full(host string) Report {
 }
 
 func desired(config string) Desired {
-	return Desired{Config: config, Hash: collectorconfig.Hash(config)}
+	return Desired{Revision: Revision{Config: config, Hash: collectorconfig.Hash(config)}}
 }
 
 func uid(i int) string { return fmt.Sprintf("00000000-0000-0000-0000-%012d", i) }
@@ -169,14 +169,15 @@ func TestEventsAreAggregated(t *testing.T) {
 	d := desired("a: 1\n")
 	m := credential.Membership{Collector: group1, Source: credential.SourcePod}
 	for i := range 1000 {
-		rep := full(fmt.Sprintf("pod-%d", i))
-		rep.RemoteConfig = &RemoteConfigReport{Hash: d.Hash, Status: v1alpha1.ConfigStatusApplied}
+		// A new supervisor registers first, then reports what it made of the config it got.
+		r.Observe(uid(i), m, full(fmt.Sprintf("pod-%d", i)), nil)
+		rep := Report{SequenceNum: 2, RemoteConfig: &RemoteConfigReport{Hash: d.Hash, Status: v1alpha1.ConfigStatusApplied}}
 		if i%2 == 1 {
 			rep.RemoteConfig = &RemoteConfigReport{Hash: d.Hash, Status: v1alpha1.ConfigStatusFailed, Message: fmt.Sprintf("error %d", i%100)}
 		}
 		r.Observe(uid(i), m, rep, nil)
 	}
-	events := r.Snapshot(group1, d.Hash).Events
+	events := r.DrainEvents(group1)
 	g.Expect(len(events)).To(BeNumerically("<=", maxEventKinds+5))
 	byReason := map[string]int{}
 	for _, e := range events {
@@ -197,7 +198,7 @@ func TestEventsAreAggregated(t *testing.T) {
 	g.Expect(strings.Join(failed, "\n")).To(ContainSubstring(otherDetail))
 
 	// Drained: the next snapshot has none.
-	g.Expect(r.Snapshot(group1, d.Hash).Events).To(BeEmpty())
+	g.Expect(r.DrainEvents(group1)).To(BeEmpty())
 }
 
 func TestSignalsAreCoalescedPerGroup(t *testing.T) {
@@ -243,7 +244,7 @@ func TestIdleAgentsAreDisconnectedAndForgotten(t *testing.T) {
 	ws := &fakeLink{}
 	r.Observe(uid(1), m, full("ws"), ws)
 	r.Observe(uid(2), m, full("http"), nil)
-	r.Snapshot(group1, "")
+	r.DrainEvents(group1)
 
 	clk.Step(60 * time.Second)
 	r.Observe(uid(2), m, Report{SequenceNum: 2}, nil)
@@ -252,7 +253,7 @@ func TestIdleAgentsAreDisconnectedAndForgotten(t *testing.T) {
 	s := r.Snapshot(group1, "")
 	g.Expect(s.Counts.Connected).To(Equal(int32(1)))
 	g.Expect(ws.closed.Load()).To(Equal(int32(1)))
-	g.Expect(s.Events).To(ConsistOf(HaveField("Reason", v1alpha1.EventDisconnected)))
+	g.Expect(r.DrainEvents(group1)).To(ConsistOf(HaveField("Reason", v1alpha1.EventDisconnected)))
 	g.Expect(s.Agents).To(HaveLen(2), "a disconnected agent stays listed for a while")
 
 	clk.Step(11 * time.Minute)
@@ -309,7 +310,7 @@ func TestUnhealthyWarnsOnlyWhenSomethingIsWrong(t *testing.T) {
 	m := credential.Membership{Collector: group1, Source: credential.SourcePod}
 	unhealthy := func(g Gomega) []Event {
 		var out []Event
-		for _, e := range r.Snapshot(group1, d.Hash).Events {
+		for _, e := range r.DrainEvents(group1) {
 			if e.Reason == v1alpha1.EventUnhealthy {
 				out = append(out, e)
 			}

@@ -17,7 +17,8 @@ const (
 	maxMessageLen = 1024
 )
 
-// count covers every agent of the group, also those left out of the bounded list.
+// count covers every agent of the group, also those left out of the bounded list. The config counts are
+// about the managed agents: read-only members count in ReadOnly only.
 func count(members []*agent, desiredHash string) v1alpha1.AgentCounts {
 	var c v1alpha1.AgentCounts
 	for _, a := range members {
@@ -27,6 +28,10 @@ func count(members []*agent, desiredHash string) v1alpha1.AgentCounts {
 		c.Connected++
 		if a.healthy() {
 			c.Healthy++
+		}
+		if a.readOnly() {
+			c.ReadOnly++
+			continue
 		}
 		if desiredHash == "" || !a.hasConfig || a.config.Hash != desiredHash {
 			continue
@@ -45,7 +50,8 @@ func count(members []*agent, desiredHash string) v1alpha1.AgentCounts {
 
 // troubled agents are listed first: a user opening status wants the broken ones.
 func troubled(a *agent) bool {
-	return a.connected && (a.reportsUnhealthy() || a.drifted() || (a.hasConfig && a.config.Status == v1alpha1.ConfigStatusFailed))
+	return a.connected && (a.reportsUnhealthy() || a.drifted() ||
+		(!a.readOnly() && a.hasConfig && a.config.Status == v1alpha1.ConfigStatusFailed))
 }
 
 // agentList returns at most limit agents: failing and unhealthy first, then the most recently seen, with the
@@ -94,19 +100,33 @@ func status(a *agent) v1alpha1.AgentStatus {
 		s.ConfigStatus = a.config.Status
 	}
 	switch {
+	case a.readOnly():
+		// What it runs is its own business: the hash shown is that of its effective config.
+		s.ConfigStatus = v1alpha1.ConfigStatusReadOnly
+		s.ConfigHash = a.effective
+		s.Message = readOnlyMessage
+		if a.reportsUnhealthy() {
+			s.Message = bounded.Truncate(readOnlyMessage+"; "+unhealthyText(a.health), maxMessageLen)
+		}
 	case a.drifted():
 		s.ConfigStatus = v1alpha1.ConfigStatusDrifted
 		s.Message = bounded.Truncate(driftText(a.drift.missing), maxMessageLen)
 	case a.hasConfig && a.config.Status == v1alpha1.ConfigStatusFailed:
 		s.Message = bounded.Truncate(a.config.Message, maxMessageLen)
 	case a.reportsUnhealthy():
-		msg := healthText(a.health)
-		if msg == "" {
-			msg = "reported unhealthy"
-		}
-		s.Message = bounded.Truncate(msg, maxMessageLen)
+		s.Message = bounded.Truncate(unhealthyText(a.health), maxMessageLen)
 	}
 	return s
+}
+
+// readOnlyMessage explains a read-only member in status.agents.
+const readOnlyMessage = "read-only member: does not accept remote config, runs its own"
+
+func unhealthyText(h *Health) string {
+	if msg := healthText(h); msg != "" {
+		return msg
+	}
+	return "reported unhealthy"
 }
 
 // healthText summarizes an unhealthy report: the agent's error and the components that are down; empty

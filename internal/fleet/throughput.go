@@ -182,30 +182,59 @@ func (o *ownMetrics) observe(samples []Sample) bool {
 	return changed
 }
 
-// RecordOwnMetrics feeds an export of the agent uid into its rates. scope is who posted it: the agent must
-// be a member of scope's group through the same credential, a pod's ManagedCollector or a host's
-// EnrollmentToken, so one collector's token cannot post as another.
+// RecordOwnMetrics feeds an export of the agent uid into its rates. scope is who posted it: an agent
+// connected here must be a member of scope's group through the same credential, a pod's ManagedCollector
+// or a host's EnrollmentToken, so one collector's token cannot post as another. An agent not connected
+// here is taken as connected to another replica while Options.RemoteOwnMetrics says there are others,
+// within the group's cap; a host's token only for the instance that redeemed it (the caller checks).
 func (r *Registry) RecordOwnMetrics(scope credential.Membership, uid string, samples []Sample) error {
+	now := r.opts.Clock.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	a := r.agents[uid]
-	if a == nil || a.membership.Collector != scope.Collector || a.membership.Source != scope.Source ||
-		(scope.Source == credential.SourceHost && a.membership.Token != scope.Token) {
+	var g *group
+	var o *ownMetrics
+	switch {
+	case a != nil:
+		if a.membership.Collector != scope.Collector || a.membership.Source != scope.Source ||
+			(scope.Source == credential.SourceHost && a.membership.Token != scope.Token) {
+			return ErrNotMember
+		}
+		g = r.groups[a.membership.Collector]
+		if a.own == nil {
+			a.own = newOwnMetrics()
+		}
+		o = a.own
+	case r.opts.RemoteOwnMetrics():
+		g = r.groupLocked(scope.Collector)
+		o = g.remote[uid]
+		if o == nil {
+			if len(g.remote) >= g.maxAgents() {
+				return ErrNotMember
+			}
+			o = newOwnMetrics()
+			g.remote[uid] = o
+		}
+	default:
 		return ErrNotMember
 	}
-	if g := r.groups[a.membership.Collector]; g != nil && g.desired != nil && !g.desired.OwnMetrics {
+	if g != nil && g.desired != nil && !g.desired.OwnMetrics {
 		return ErrOwnMetricsDisabled
 	}
-	if a.own == nil {
-		a.own = &ownMetrics{series: map[SeriesKey]*series{}, gauges: map[SeriesKey]float64{}}
-	}
-	a.own.received = r.opts.Clock.Now()
-	a.own.observe(samples)
-	if g := r.groups[a.membership.Collector]; g != nil {
+	o.received = now
+	o.observe(samples)
+	if g != nil {
+		if a != nil {
+			g.failDataLocked(a, o)
+		}
 		// lastUpdated moves with every export, so signal always; the signal is coalesced per group.
 		r.changedLocked(g)
 	}
 	return nil
+}
+
+func newOwnMetrics() *ownMetrics {
+	return &ownMetrics{series: map[SeriesKey]*series{}, gauges: map[SeriesKey]float64{}}
 }
 
 // expireOwnMetricsLocked forgets the own metrics of agents silent for StaleAfter and signals their groups,
@@ -218,6 +247,15 @@ func (r *Registry) expireOwnMetricsLocked(now time.Time) {
 		a.own = nil
 		if g := r.groups[a.membership.Collector]; g != nil {
 			r.changedLocked(g)
+		}
+	}
+	for _, g := range r.groups {
+		for uid, o := range g.remote {
+			if now.Sub(o.received) > StaleAfter || r.agents[uid] != nil {
+				// Stale, or the agent connected here since: its own state counts from now on.
+				delete(g.remote, uid)
+				r.changedLocked(g)
+			}
 		}
 	}
 }
@@ -238,7 +276,7 @@ const (
 // OfferOwnMetrics says what to send the agent about own_metrics in this answer: the offer once per
 // connection after its first full state when its group wants own metrics and the agent has the capability
 // bit, a withdrawal once when the group does not; again when spec.supervisor.ownMetrics changes, with the
-// agent's next message. An offer records the OwnMetricsOffered event.
+// agent's next message. The first offer to an agent records the OwnMetricsOffered event.
 func (r *Registry) OfferOwnMetrics(uid string, link Link, capability uint64) OwnMetricsAction {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -258,7 +296,9 @@ func (r *Registry) OfferOwnMetrics(uid string, link Link, capability uint64) Own
 		return OwnMetricsNone
 	}
 	a.ownMetricsSent = want
-	if want == OwnMetricsOffer {
+	if want == OwnMetricsOffer && !a.ownMetricsOffered {
+		// Once per agent, not per connection: the supervisor keeps the offer across its reconnects.
+		a.ownMetricsOffered = true
 		g.events.add(v1alpha1.EventOwnMetricsOffered, corev1.EventTypeNormal, "", "", a)
 		r.changedLocked(g)
 	}
@@ -301,15 +341,23 @@ func (r *Registry) throughputLocked(g *group, now time.Time) *GroupThroughput {
 		}
 		return c
 	}
+	var reporting []*ownMetrics
 	for _, a := range g.members {
-		if a.own == nil || !a.connected || now.Sub(a.own.received) > StaleAfter {
-			continue
+		if a.own != nil && a.connected && now.Sub(a.own.received) <= StaleAfter {
+			reporting = append(reporting, a.own)
 		}
+	}
+	for _, o := range g.remote {
+		if now.Sub(o.received) <= StaleAfter {
+			reporting = append(reporting, o)
+		}
+	}
+	for _, o := range reporting {
 		t.Reporting++
-		if a.own.received.After(t.LastUpdated) {
-			t.LastUpdated = a.own.received
+		if o.received.After(t.LastUpdated) {
+			t.LastUpdated = o.received
 		}
-		for k, s := range a.own.series {
+		for k, s := range o.series {
 			if !s.rated {
 				continue
 			}
@@ -325,7 +373,7 @@ func (r *Registry) throughputLocked(g *group, now time.Time) *GroupThroughput {
 				c.ErrorRate += s.rate
 			}
 		}
-		for k, v := range a.own.gauges {
+		for k, v := range o.gauges {
 			c := comp(k)
 			c.HasQueue = true
 			if k.Outcome == OutcomeQueueSize {

@@ -105,7 +105,7 @@ func spans(kind v1alpha1.ComponentKind, comp string, outcome Outcome, v float64,
 func TestThroughputAggregatesPerGroup(t *testing.T) {
 	g := NewWithT(t)
 	r, clk := newTestRegistry(t)
-	r.SetDesired(group1, Desired{Config: "x", Hash: "h", OwnMetrics: true})
+	r.SetDesired(group1, Desired{Revision: Revision{Config: "x", Hash: "h"}, OwnMetrics: true})
 	pod := credential.Membership{Collector: group1, Source: credential.SourcePod}
 	for i := 1; i <= 2; i++ {
 		r.Observe(uid(i), pod, full("a"), &fakeLink{})
@@ -197,19 +197,19 @@ func TestOfferOwnMetricsOncePerConnection(t *testing.T) {
 
 	r.Observe(uid(1), pod, rep, link)
 	g.Expect(r.OfferOwnMetrics(uid(1), link, capBit)).To(Equal(OwnMetricsNone), "no desired state yet")
-	r.SetDesired(group1, Desired{Config: "x", Hash: "h", OwnMetrics: false})
+	r.SetDesired(group1, Desired{Revision: Revision{Config: "x", Hash: "h"}, OwnMetrics: false})
 	g.Expect(r.OfferOwnMetrics(uid(1), link, capBit)).To(Equal(OwnMetricsWithdraw), "ownMetrics=false takes back a persisted offer")
 	g.Expect(r.OfferOwnMetrics(uid(1), link, capBit)).To(Equal(OwnMetricsNone), "once")
 	g.Expect(r.RecordOwnMetrics(pod, uid(1), nil)).To(MatchError(ErrOwnMetricsDisabled))
 
-	r.SetDesired(group1, Desired{Config: "x", Hash: "h", OwnMetrics: true})
+	r.SetDesired(group1, Desired{Revision: Revision{Config: "x", Hash: "h"}, OwnMetrics: true})
 	g.Expect(r.OfferOwnMetrics(uid(1), &fakeLink{}, capBit)).To(Equal(OwnMetricsNone), "not the agent's connection")
 	g.Expect(r.OfferOwnMetrics(uid(1), link, 0x40)).To(Equal(OwnMetricsNone), "without the capability")
 	g.Expect(r.OfferOwnMetrics(uid(1), link, capBit)).To(Equal(OwnMetricsOffer), "turned on")
 	g.Expect(r.OfferOwnMetrics(uid(1), link, capBit)).To(Equal(OwnMetricsNone), "once per connection")
 	g.Expect(r.RecordOwnMetrics(pod, uid(1), nil)).To(Succeed())
 
-	events := r.Snapshot(group1, "h").Events
+	events := r.DrainEvents(group1)
 	g.Expect(events).To(ContainElement(HaveField("Reason", v1alpha1.EventOwnMetricsOffered)))
 
 	// A new connection is offered again.

@@ -23,6 +23,9 @@ func Setup(ctx context.Context, indexer client.FieldIndexer) error {
 	}); err != nil {
 		return fmt.Errorf("indexing EnrollmentTokens by collector: %w", err)
 	}
+	if err := indexer.IndexField(ctx, &v1alpha1.EnrollmentToken{}, credential.IndexTokenRedeemer, credential.TokenRedeemers); err != nil {
+		return fmt.Errorf("indexing EnrollmentTokens by redeemer: %w", err)
+	}
 	if err := indexer.IndexField(ctx, &corev1.Secret{}, credential.IndexTokenDigest, credential.TokenDigests); err != nil {
 		return fmt.Errorf("indexing Secrets by token digest: %w", err)
 	}

@@ -56,8 +56,12 @@ type Server struct {
 	tls      *certwatcher.CertWatcher
 	conns    map[*trackedConn]struct{}
 
+	// drain runs first on shutdown; see OnDrain.
+	drain    func(context.Context)
 	serving  atomic.Bool
+	draining atomic.Bool
 	stopping atomic.Bool
+	drained  chan struct{}
 }
 
 // New returns a Server with /healthz and /readyz mounted.
@@ -77,13 +81,13 @@ func New(opts Options) *Server {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
-	s := &Server{opts: opts, mux: http.NewServeMux(), conns: map[*trackedConn]struct{}{}}
+	s := &Server{opts: opts, mux: http.NewServeMux(), conns: map[*trackedConn]struct{}{}, drained: make(chan struct{})}
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("ok"))
 	})
 	s.mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !s.serving.Load() || s.stopping.Load() {
+		if !s.serving.Load() || s.draining.Load() || s.stopping.Load() {
 			http.Error(w, "not serving", http.StatusServiceUnavailable)
 			return
 		}
@@ -91,6 +95,28 @@ func New(opts Options) *Server {
 		_, _ = w.Write([]byte("ok"))
 	})
 	return s
+}
+
+// OnDrain sets what runs first on shutdown, while every new request (probes aside) is answered 503 with
+// Retry-After: the fleet closes its collectors' connections there, spread out, so they reconnect to the
+// other replicas rather than all at once. Call it before Start.
+func (s *Server) OnDrain(f func(context.Context)) { s.drain = f }
+
+// Drained is closed once the shutdown's drain returned.
+func (s *Server) Drained() <-chan struct{} { return s.drained }
+
+// refuseWhileDraining answers every request but the probes 503 with Retry-After while the listener drains:
+// a collector that reconnects in the meantime goes to another replica.
+func (s *Server) refuseWhileDraining(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.draining.Load() && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
+			w.Header().Set("Retry-After", "5")
+			w.Header().Set("Connection", "close")
+			http.Error(w, "this operator replica is shutting down; retry", http.StatusServiceUnavailable)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Handle mounts h on pattern, as http.ServeMux does.
@@ -172,7 +198,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	logger := log.FromContext(ctx).WithName("listener")
 	srv := &http.Server{
-		Handler:           s.mux,
+		Handler:           s.refuseWhileDraining(s.mux),
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		IdleTimeout:       s.opts.IdleTimeout,
 		// An empty, non-nil map disables HTTP/2, which cannot carry WebSocket upgrades here.
@@ -201,9 +227,18 @@ func (s *Server) Start(ctx context.Context) error {
 	case err := <-served:
 		s.serving.Store(false)
 		s.closeConns()
+		close(s.drained)
 		return fmt.Errorf("serving on %s: %w", s.opts.BindAddress, err)
 	case <-ctx.Done():
 	}
+	if s.drain != nil {
+		s.draining.Store(true)
+		logger.Info("Draining: new requests get 503, connections are closed")
+		drainCtx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+		s.drain(drainCtx)
+		cancel()
+	}
+	close(s.drained)
 	s.stopping.Store(true)
 	logger.Info("Shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
@@ -223,7 +258,7 @@ func (s *Server) Start(ctx context.Context) error {
 
 // Ready reports whether the server accepts requests; usable as a manager readiness check.
 func (s *Server) Ready(_ *http.Request) error {
-	if !s.serving.Load() || s.stopping.Load() {
+	if !s.serving.Load() || s.draining.Load() || s.stopping.Load() {
 		return errors.New("listener is not serving")
 	}
 	return nil

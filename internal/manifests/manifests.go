@@ -71,6 +71,17 @@ func OwnMetricsEnabled(mc *v1alpha1.ManagedCollector) bool {
 	return mc.Spec.Supervisor.OwnMetrics == nil || *mc.Spec.Supervisor.OwnMetrics
 }
 
+// MaxCollectors is spec.maxCollectors or max(2 x desired, desired + 100), desired being the collectors that
+// should be connected (status.counts.desired): room for every pod and host, their restarts and a
+// rollout's churn, and no more.
+func MaxCollectors(mc *v1alpha1.ManagedCollector) int {
+	if m := mc.Spec.MaxCollectors; m != nil {
+		return int(*m)
+	}
+	d := int(mc.Status.Counts.Desired)
+	return max(2*d, d+100)
+}
+
 // Mode is spec.mode or DaemonSet.
 func Mode(mc *v1alpha1.ManagedCollector) v1alpha1.CollectorMode {
 	if mc.Spec.Mode == "" {

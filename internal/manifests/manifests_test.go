@@ -86,7 +86,7 @@ func TestGolden(t *testing.T) {
 			}
 			objs := []any{
 				CredentialsSecret(c.mc, CollectorTokens{Collector: "lmc_collector-token", OwnMetrics: "lmm_own-metrics-token"}),
-				SupervisorConfigMap(c.mc, sup, c.mc.Spec.Config),
+				mustConfigMap(t, c.mc, sup, Accepted{Config: c.mc.Spec.Config}),
 				DaemonSet(c.mc, SupervisorConfigHash(sup), DefaultSupervisorImage),
 			}
 			var buf bytes.Buffer
@@ -196,4 +196,13 @@ func TestSupervisorConfigHashRollsPods(t *testing.T) {
 	if SupervisorConfigHash(a) != SupervisorConfigHash(c) {
 		t.Error("a collector config change rolls the pods; it is pushed over OpAMP and must not")
 	}
+}
+
+func mustConfigMap(t *testing.T, mc *v1alpha1.ManagedCollector, sup []byte, accepted Accepted) *corev1.ConfigMap {
+	t.Helper()
+	cm, err := SupervisorConfigMap(mc, sup, accepted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cm
 }

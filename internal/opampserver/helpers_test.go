@@ -76,7 +76,8 @@ func newCollector(t *testing.T, ns, name, config string) (types.NamespacedName, 
 	ctx := context.Background()
 	mc := &v1alpha1.ManagedCollector{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       v1alpha1.ManagedCollectorSpec{Config: config, Mode: v1alpha1.ModeExternal},
+		// DaemonSet mode, whose pods present the collector token; nothing reconciles it into a DaemonSet here.
+		Spec: v1alpha1.ManagedCollectorSpec{Config: config, Mode: v1alpha1.ModeDaemonSet},
 	}
 	if err := k8s.Create(ctx, mc); err != nil {
 		t.Fatal(err)

@@ -29,7 +29,7 @@ import (
 )
 
 func desired(config string) fleet.Desired {
-	return fleet.Desired{Config: config, Hash: collectorconfig.Hash(config)}
+	return fleet.Desired{Revision: fleet.Revision{Config: config, Hash: collectorconfig.Hash(config)}}
 }
 
 func TestAuthentication(t *testing.T) {

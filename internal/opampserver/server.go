@@ -15,6 +15,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -81,6 +83,10 @@ type Server struct {
 
 	opampHandler opamp.HTTPHandlerFunc
 	connContext  opamp.ConnContext
+
+	// remoteConfigs are the RemoteConfigs built per revision hash, remoteConfigCount how many.
+	remoteConfigs     sync.Map
+	remoteConfigCount atomic.Int32
 }
 
 // New attaches an opamp-go server. It serves nothing until Handler is mounted.

@@ -51,6 +51,9 @@ type session struct {
 	ws     *websocket.Conn
 	uid    string
 	rawUID []byte
+	// assigned is the instance UID this server gave the agent in place of one bound elsewhere; its next
+	// message carries it.
+	assigned string
 
 	kick chan struct{}
 	done chan struct{}
@@ -112,18 +115,22 @@ func (c *session) onMessage(ctx context.Context, conn opamptypes.Connection, msg
 	uid := id.String()
 
 	c.mu.Lock()
-	bound := c.uid
+	bound, assigned := c.uid, c.assigned
 	c.mu.Unlock()
 	switch {
-	case bound == "":
+	case bound == "" || (assigned != "" && uid == assigned):
 		if err := c.admit(ctx, uid, msg); err != nil {
+			if errors.Is(err, errInstanceTaken) {
+				return c.reassign(uid, msg)
+			}
 			return c.refuse(ctx, conn, msg, uid, err)
 		}
 		c.mu.Lock()
-		c.uid, c.rawUID = uid, msg.InstanceUid
+		c.uid, c.rawUID, c.assigned = uid, msg.InstanceUid, ""
 		c.mu.Unlock()
 	case bound != uid:
-		// This server never assigns instance UIDs, so a change is another agent on the same connection.
+		// The only instance UID change this server accepts is to the one it assigned; any other is another
+		// agent on the same connection.
 		return c.reject(ctx, conn, msg, protobufs.ServerErrorResponseType_ServerErrorResponseType_BadRequest,
 			"instance_uid changed on an open connection")
 	}
@@ -138,6 +145,15 @@ func (c *session) onMessage(ctx context.Context, conn opamptypes.Connection, msg
 		return nil
 	}
 	reply := c.server.fleet.Observe(uid, c.principal.Membership, report(msg), link)
+	switch {
+	case reply.Refused != "":
+		c.server.log.Info("Refusing an OpAMP agent", "instanceUID", uid, "collector", c.principal.Collector.String(),
+			"credential", c.principal.Fingerprint, "reason", string(reply.Refused))
+		return c.reject(ctx, conn, msg, protobufs.ServerErrorResponseType_ServerErrorResponseType_Unavailable,
+			string(reply.Refused))
+	case reply.NewInstanceUID != "":
+		return c.reassignTo(uid, reply.NewInstanceUID, msg)
+	}
 	resp := &protobufs.ServerToAgent{InstanceUid: msg.InstanceUid, Capabilities: serverCapabilities}
 	if reply.ReportFullState {
 		resp.Flags |= uint64(protobufs.ServerToAgentFlags_ServerToAgentFlags_ReportFullState)
@@ -146,13 +162,17 @@ func (c *session) onMessage(ctx context.Context, conn opamptypes.Connection, msg
 		resp.Command = &protobufs.ServerToAgentCommand{Type: protobufs.CommandType_CommandType_Restart}
 	}
 	if reply.Config != nil {
-		resp.RemoteConfig = remoteConfig(*reply.Config)
+		resp.RemoteConfig = c.server.remoteConfig(*reply.Config)
 	}
 	if !reply.ReportFullState {
 		c.offerOwnMetrics(uid, link, resp)
 	}
 	return resp
 }
+
+// errInstanceTaken means the agent's instance UID is bound to another credential: an EnrollmentToken that
+// another instance did not redeem.
+var errInstanceTaken = errors.New("instance UID bound to an enrollment token")
 
 // admit checks the instance at its first message: it is where the instance UID becomes known.
 func (c *session) admit(ctx context.Context, uid string, msg *protobufs.AgentToServer) error {
@@ -161,6 +181,15 @@ func (c *session) admit(ctx context.Context, uid string, msg *protobufs.AgentToS
 		return err
 	}
 	if c.principal.Source != credential.SourceHost {
+		// A host's instance UID belongs to the EnrollmentToken it redeemed, on every replica: a pod credential
+		// presenting it is given a UID of its own.
+		bound, err := c.server.credentials.RedeemedByInstance(ctx, uid)
+		if err != nil {
+			return err
+		}
+		if bound {
+			return errInstanceTaken
+		}
 		return nil
 	}
 	hostName := ""
@@ -170,6 +199,27 @@ func (c *session) admit(ctx context.Context, uid string, msg *protobufs.AgentToS
 	ctx, cancel := context.WithTimeout(ctx, c.server.redeemTimeout)
 	defer cancel()
 	return c.server.admitHost(ctx, c.principal, uid, hostName)
+}
+
+// reassign answers an agent whose instance UID is taken with a new one (the OpAMP spec's answer to a
+// duplicate UID), takes nothing else from the message, and accepts the new UID on this connection.
+func (c *session) reassign(uid string, msg *protobufs.AgentToServer) *protobufs.ServerToAgent {
+	return c.reassignTo(uid, uuid.Must(uuid.NewV7()).String(), msg)
+}
+
+func (c *session) reassignTo(uid, newUID string, msg *protobufs.AgentToServer) *protobufs.ServerToAgent {
+	id := uuid.MustParse(newUID)
+	c.server.log.Info("Giving an OpAMP agent a new instance UID: its own is bound to another credential",
+		"instanceUID", uid, "newInstanceUID", newUID, "collector", c.principal.Collector.String(),
+		"credential", c.principal.Fingerprint)
+	c.mu.Lock()
+	c.assigned = newUID
+	c.mu.Unlock()
+	return &protobufs.ServerToAgent{
+		InstanceUid:         msg.InstanceUid,
+		Capabilities:        serverCapabilities,
+		AgentIdentification: &protobufs.AgentIdentification{NewInstanceUid: id[:]},
+	}
 }
 
 func (c *session) refuse(ctx context.Context, conn opamptypes.Connection, msg *protobufs.AgentToServer, uid string, err error) *protobufs.ServerToAgent {
@@ -259,7 +309,7 @@ func (c *session) pushLoop() {
 		if !ok {
 			continue
 		}
-		msg := &protobufs.ServerToAgent{InstanceUid: raw, Capabilities: serverCapabilities, RemoteConfig: remoteConfig(d)}
+		msg := &protobufs.ServerToAgent{InstanceUid: raw, Capabilities: serverCapabilities, RemoteConfig: c.server.remoteConfig(d)}
 		if err := conn.Send(context.Background(), msg); err != nil {
 			c.server.log.V(1).Info("Cannot push a config; closing the connection", "instanceUID", uid, "error", err.Error())
 			_ = conn.Disconnect()
@@ -282,20 +332,35 @@ func websocketOf(conn opamptypes.Connection) *websocket.Conn {
 	return *(**websocket.Conn)(unsafe.Pointer(f.UnsafeAddr()))
 }
 
-// remoteConfig is the config under one file name, with config_hash the sha256 of its exact bytes: the
-// supervisor rejects a status report without a hash.
-func remoteConfig(d fleet.Desired) *protobufs.AgentRemoteConfig {
-	if d.Config == "" {
-		// No file at all: the supervisor stops its collector. A drift heal sends this before the desired config.
-		return &protobufs.AgentRemoteConfig{Config: &protobufs.AgentConfigMap{}, ConfigHash: collectorconfig.HashBytes("")}
+// remoteConfig is the revision under one file name, with config_hash its hash: the supervisor rejects a
+// status report without one. It is built once per revision and shared by every answer that carries it
+// (opamp-go only reads it), so a fan-out to ten thousand agents builds one, not ten thousand.
+func (s *Server) remoteConfig(d fleet.Revision) *protobufs.AgentRemoteConfig {
+	if v, ok := s.remoteConfigs.Load(d.Hash); ok {
+		return v.(*protobufs.AgentRemoteConfig)
 	}
-	return &protobufs.AgentRemoteConfig{
-		Config: &protobufs.AgentConfigMap{ConfigMap: map[string]*protobufs.AgentConfigFile{
+	hash, err := hex.DecodeString(d.Hash)
+	if err != nil {
+		hash = collectorconfig.HashBytes(d.Config)
+	}
+	rc := &protobufs.AgentRemoteConfig{Config: &protobufs.AgentConfigMap{}, ConfigHash: hash}
+	if d.Config != "" {
+		// No file at all is the empty config: the supervisor stops its collector. A drift heal sends it.
+		rc.Config.ConfigMap = map[string]*protobufs.AgentConfigFile{
 			naming.CollectorConfigKey: {Body: []byte(d.Config), ContentType: "text/yaml"},
-		}},
-		ConfigHash: collectorconfig.HashBytes(d.Config),
+		}
 	}
+	if s.remoteConfigCount.Add(1) > maxCachedRemoteConfigs {
+		// A few revisions are in use at a time (a rollout has two, a heal one more); old ones go.
+		s.remoteConfigs.Clear()
+		s.remoteConfigCount.Store(1)
+	}
+	s.remoteConfigs.Store(d.Hash, rc)
+	return rc
 }
+
+// maxCachedRemoteConfigs bounds the built RemoteConfigs kept.
+const maxCachedRemoteConfigs = 16
 
 // report translates a message into the fleet's terms, keeping only bounded strings.
 func report(msg *protobufs.AgentToServer) fleet.Report {
@@ -306,10 +371,11 @@ func report(msg *protobufs.AgentToServer) fleet.Report {
 		AcceptsRemoteConfig: msg.Capabilities&uint64(protobufs.AgentCapabilities_AgentCapabilities_AcceptsRemoteConfig) != 0,
 	}
 	if h := msg.Health; h != nil {
-		total, unhealthy := components(h.ComponentHealthMap, 0)
+		total, unhealthy, down := components(h.ComponentHealthMap, 0)
 		sort.Strings(unhealthy)
-		if len(unhealthy) > maxComponentNames {
-			unhealthy = append(unhealthy[:maxComponentNames], fmt.Sprintf("and %d more", len(unhealthy)-maxComponentNames))
+		if down > len(unhealthy) || len(unhealthy) > maxComponentNames {
+			shown := min(len(unhealthy), maxComponentNames)
+			unhealthy = append(unhealthy[:shown], fmt.Sprintf("and %d more", down-shown))
 		}
 		r.Health = &fleet.Health{
 			Healthy:             h.Healthy,
@@ -387,29 +453,33 @@ func effectiveHash(m *protobufs.AgentConfigMap) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func components(m map[string]*protobufs.ComponentHealth, depth int) (int, []string) {
+// components counts the leaf components of a health map and the unhealthy ones (down), and names at most
+// maxComponentNames of the unhealthy ones.
+func components(m map[string]*protobufs.ComponentHealth, depth int) (total int, names []string, down int) {
 	if depth > maxComponentDepth {
-		return 0, nil
+		return 0, nil, 0
 	}
-	total := 0
-	var unhealthy []string
 	for name, ch := range m {
 		if len(ch.GetComponentHealthMap()) > 0 {
-			t, u := components(ch.ComponentHealthMap, depth+1)
+			t, u, d := components(ch.ComponentHealthMap, depth+1)
 			total += t
+			down += d
 			for _, n := range u {
-				if len(unhealthy) <= maxComponentNames {
-					unhealthy = append(unhealthy, bounded.Truncate(name+"/"+n, maxAttributeLen))
+				if len(names) < maxComponentNames {
+					names = append(names, bounded.Truncate(name+"/"+n, maxAttributeLen))
 				}
 			}
 			continue
 		}
 		total++
-		if !ch.GetHealthy() && len(unhealthy) <= maxComponentNames {
-			unhealthy = append(unhealthy, bounded.Truncate(name, maxAttributeLen))
+		if !ch.GetHealthy() {
+			down++
+			if len(names) < maxComponentNames {
+				names = append(names, bounded.Truncate(name, maxAttributeLen))
+			}
 		}
 	}
-	return total, unhealthy
+	return total, names, down
 }
 
 // describe reads the attributes the status shows from both attribute lists: the supervisor reports

@@ -257,7 +257,7 @@ func (w *statusWriter) write(ctx context.Context, f *fleet.Registry, key types.N
 	mc.Status.Connected = fmt.Sprintf("%d/%d", snap.Counts.Connected, snap.Counts.Desired)
 	w.mu.Lock()
 	w.writes[key]++
-	w.events[key] = append(w.events[key], snap.Events...)
+	w.events[key] = append(w.events[key], f.DrainEvents(key)...)
 	w.mu.Unlock()
 	return w.client.Status().Update(ctx, &mc)
 }

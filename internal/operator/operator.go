@@ -6,10 +6,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -25,6 +28,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/controller/desired"
 	"github.com/linkmesh/linkmesh-operator/internal/controller/enrollmenttoken"
 	"github.com/linkmesh/linkmesh-operator/internal/controller/managedcollector"
 	"github.com/linkmesh/linkmesh-operator/internal/credential"
@@ -37,6 +41,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
 	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
 	"github.com/linkmesh/linkmesh-operator/internal/otlpintake"
+	"github.com/linkmesh/linkmesh-operator/internal/replica"
 )
 
 // Options configure the operator.
@@ -65,6 +70,13 @@ type Options struct {
 	// SkipControllerNameValidation lets one process build the operator more than once (controller-runtime
 	// refuses a second controller of the same name otherwise); for tests that run it under several identities.
 	SkipControllerNameValidation bool
+	// ReplicaID names this replica among several; empty makes one (replica.NewID).
+	ReplicaID string
+	// ReplicaNamespace holds the replicas' Leases: the operator's own namespace. Defaults to
+	// LeaderElectionNamespace, then POD_NAMESPACE, then "default".
+	ReplicaNamespace string
+	// DrainPeriod spreads the closing of this replica's collector connections on shutdown; default 5 s.
+	DrainPeriod time.Duration
 }
 
 // DefaultExternalURL is the in-cluster Service of the operator in namespace ns.
@@ -122,13 +134,32 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
+	if o.ReplicaID == "" {
+		o.ReplicaID = replica.NewID()
+	}
+	if o.ReplicaNamespace == "" {
+		o.ReplicaNamespace = o.LeaderElectionNamespace
+	}
+	if o.ReplicaNamespace == "" {
+		o.ReplicaNamespace = os.Getenv("POD_NAMESPACE")
+	}
+	if o.ReplicaNamespace == "" {
+		o.ReplicaNamespace = "default"
+	}
+	if o.DrainPeriod <= 0 {
+		o.DrainPeriod = 5 * time.Second
+	}
 	scheme, err := NewScheme()
 	if err != nil {
 		return nil, err
 	}
-	// Cache only the Secrets, ConfigMaps and DaemonSets the operator owns: a cluster's Secrets are many, and
-	// none of the others is any of its business.
+	// Cache only the Secrets, ConfigMaps, DaemonSets and shares the operator owns, and the replicas' Leases:
+	// a cluster's Secrets are many, and none of the others is any of its business.
 	owned := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{naming.LabelManagedBy: naming.FieldOwner})}
+	replicaLeases := cache.ByObject{
+		Namespaces: map[string]cache.Config{o.ReplicaNamespace: {}},
+		Label:      labels.SelectorFromSet(labels.Set{naming.LabelManagedBy: naming.FieldOwner, naming.LabelComponent: replica.LabelComponentReplica}),
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
@@ -139,6 +170,7 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 		Controller:              config.Controller{SkipNameValidation: &o.SkipControllerNameValidation},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: owned, &corev1.ConfigMap{}: owned, &appsv1.DaemonSet{}: owned,
+			&v1alpha1.CollectorShare{}: owned, &coordinationv1.Lease{}: replicaLeases,
 		}},
 	})
 	if err != nil {
@@ -148,11 +180,22 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 		return nil, err
 	}
 
-	// The fleet and the OpAMP server run on every replica: collectors connect to any of them.
-	fl := fleet.New(fleet.Options{})
+	// The fleet, the OpAMP server and the replica's reporting run on every replica: collectors connect to
+	// any of them.
+	var rep *replica.Replica
+	fl := fleet.New(fleet.Options{RemoteOwnMetrics: func() bool { return rep.Others(context.Background()) }})
 	if err := mgr.Add(fl); err != nil {
 		return nil, err
 	}
+	recorder := mgr.GetEventRecorder("linkmesh-operator")
+	rep = replica.New(replica.Options{
+		ID: o.ReplicaID, Namespace: o.ReplicaNamespace, Client: mgr.GetClient(), Cache: mgr.GetCache(),
+		Recorder: recorder, Fleet: fl, Elected: mgr.Elected(), Drained: lis.Drained(),
+	})
+	if err := mgr.Add(rep); err != nil {
+		return nil, err
+	}
+	lis.OnDrain(func(ctx context.Context) { fl.CloseAll(ctx, o.DrainPeriod) })
 	ownMetrics, err := endpoint.OwnMetrics(o.ExternalURL)
 	if err != nil {
 		return nil, err
@@ -195,7 +238,9 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 		return nil, err
 	}
 
-	recorder := mgr.GetEventRecorder("linkmesh-operator")
+	if err := (&desired.Reconciler{Reader: mgr.GetCache(), Fleet: fl}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the desired-config controller: %w", err)
+	}
 	if err := (&managedcollector.Reconciler{
 		Client:                 mgr.GetClient(),
 		APIReader:              mgr.GetAPIReader(),
@@ -203,7 +248,9 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 		OpAMPEndpoint:          opampURL,
 		DefaultSupervisorImage: o.AgentImage,
 		Fleet:                  fl,
-		FleetChanges:           fl.Changes(),
+		Peers:                  rep,
+		Triggers:               rep.Triggers(),
+		Clock:                  o.Clock,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ManagedCollector controller: %w", err)
 	}

@@ -52,13 +52,14 @@ service:
 
 func newNamespace(t *testing.T) string { return testenv.Namespace(t, env.Client, "otlp") }
 
-// collector creates an External ManagedCollector and returns its OpAMP and own-metrics tokens.
+// collector creates a DaemonSet ManagedCollector (envtest schedules no pods, the tests play them) and
+// returns its pods' OpAMP and own-metrics tokens.
 func collector(t *testing.T, ns, name string, ownMetrics *bool) (opampToken, metricsToken string) {
 	t.Helper()
 	g := NewWithT(t)
 	mc := &v1alpha1.ManagedCollector{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: v1alpha1.ManagedCollectorSpec{Config: config, Mode: v1alpha1.ModeExternal,
+		Spec: v1alpha1.ManagedCollectorSpec{Config: config, Mode: v1alpha1.ModeDaemonSet,
 			Supervisor: v1alpha1.SupervisorSpec{OwnMetrics: ownMetrics}},
 	}
 	g.Expect(env.Client.Create(context.Background(), mc)).To(Succeed())

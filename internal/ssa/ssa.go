@@ -18,18 +18,25 @@ import (
 // dropped first: a typed struct serializes them, and applying them would claim fields the operator does
 // not manage.
 func Apply(ctx context.Context, c client.Client, obj client.Object) error {
+	_, err := ApplyObject(ctx, c, obj)
+	return err
+}
+
+// ApplyObject is Apply that returns the object as the API server has it after the apply.
+func ApplyObject(ctx context.Context, c client.Client, obj client.Object) (*unstructured.Unstructured, error) {
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 	if err != nil {
-		return fmt.Errorf("converting %T to unstructured: %w", obj, err)
+		return nil, fmt.Errorf("converting %T to unstructured: %w", obj, err)
 	}
 	delete(u, "status")
 	pruneNullTimestamps(u)
 	applyObj := &unstructured.Unstructured{Object: u}
+	kind, ns, name := applyObj.GetKind(), applyObj.GetNamespace(), applyObj.GetName()
 	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(applyObj),
 		client.FieldOwner(naming.FieldOwner), client.ForceOwnership); err != nil {
-		return fmt.Errorf("applying %s %s/%s: %w", applyObj.GetKind(), applyObj.GetNamespace(), applyObj.GetName(), err)
+		return nil, fmt.Errorf("applying %s %s/%s: %w", kind, ns, name, err)
 	}
-	return nil
+	return applyObj, nil
 }
 
 // pruneNullTimestamps removes creationTimestamp: null from every metadata, including pod templates.

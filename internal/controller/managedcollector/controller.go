@@ -1,18 +1,21 @@
 // Package managedcollector reconciles ManagedCollectors into a credentials Secret, a supervisor ConfigMap
-// and, in DaemonSet mode, a DaemonSet, and writes what the OpAMP server sees of its collectors into status.
+// and, in DaemonSet mode, a DaemonSet, decides progressive rollouts, and writes what every replica's OpAMP
+// server sees of the collectors into status. It runs on the leader only.
 package managedcollector
 
 import (
 	"context"
 	"errors"
-	"fmt"
+	"sync"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,14 +26,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
-	"github.com/linkmesh/linkmesh-operator/internal/collectorconfig"
-	"github.com/linkmesh/linkmesh-operator/internal/credential"
 	"github.com/linkmesh/linkmesh-operator/internal/fleet"
-	"github.com/linkmesh/linkmesh-operator/internal/manifests"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
-	"github.com/linkmesh/linkmesh-operator/internal/ownership"
-	"github.com/linkmesh/linkmesh-operator/internal/ssa"
 )
+
+// MinStatusInterval is the budget of status writes: at most one per second per ManagedCollector, however
+// many collectors and replicas report. A new generation is written at once.
+const MinStatusInterval = time.Second
 
 // Reconciler reconciles ManagedCollectors.
 type Reconciler struct {
@@ -43,10 +45,17 @@ type Reconciler struct {
 	OpAMPEndpoint string
 	// DefaultSupervisorImage is used when spec.images.supervisor is empty.
 	DefaultSupervisorImage string
-	// Fleet is the OpAMP server's view of the collectors; nil runs without one (no agents ever connect).
+	// Fleet is this replica's view of its collectors; nil runs without one (no agents ever connect).
 	Fleet fleet.Fleet
-	// FleetChanges, when set, triggers a reconcile when a group's agents change.
-	FleetChanges <-chan event.TypedGenericEvent[*v1alpha1.ManagedCollector]
+	// Peers are the other replicas' shares; nil when this is the only replica.
+	Peers Peers
+	// Triggers, when set, triggers a reconcile when a group's collectors changed here or on a peer.
+	Triggers <-chan event.TypedGenericEvent[*v1alpha1.ManagedCollector]
+	// Clock is injected by tests; nil is the real clock.
+	Clock clock.PassiveClock
+
+	applied applied
+	writes  lastWrites
 }
 
 // +kubebuilder:rbac:groups=collectors.linkmesh.io,resources=managedcollectors,verbs=get;list;watch
@@ -56,166 +65,134 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=apps,resources=daemonsets,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile runs the phases in order: credentials, config, owned objects, status. Status is written once,
-// at the end, whatever happened before.
+// Reconcile runs the phases in order: observe (reads), plan (pure), apply owned objects, compute status
+// (pure), record Events, write status once, at most once a second.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	mc := &v1alpha1.ManagedCollector{}
 	if err := r.Get(ctx, req.NamespacedName, mc); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.forget(req.NamespacedName)
+			r.applied.forget(req.NamespacedName)
+			r.writes.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
 	}
 	if !mc.DeletionTimestamp.IsZero() {
-		// Owned objects go with the garbage collector; only the in-memory agents need letting go.
-		r.forget(req.NamespacedName)
+		// Owned objects go with the garbage collector, agents with the informer's deletion handler.
 		return ctrl.Result{}, nil
 	}
-
 	base := mc.DeepCopy()
-	st := &observed{}
-	defer func() {
-		r.computeStatus(ctx, mc, st)
-		// A write cut short by the manager stopping is not a failure of this object.
-		if err := r.patchStatus(ctx, base, mc); err != nil && ctx.Err() == nil {
-			retErr = errors.Join(retErr, err)
-		}
-	}()
+	now := r.clock().Now()
 
-	if err := r.reconcileCredentials(ctx, mc); err != nil {
-		st.applyErr = err
-		return ctrl.Result{}, err
-	}
-	accepted, err := r.reconcileConfig(ctx, mc, st)
+	obs, err := r.observe(ctx, mc)
 	if err != nil {
-		st.applyErr = err
 		return ctrl.Result{}, err
 	}
-	if err := r.reconcileWorkload(ctx, mc, accepted, st); err != nil {
-		st.applyErr = err
-		return ctrl.Result{}, err
+	pl := planConfig(mc, obs)
+	obs.fleet = r.snapshot(req.NamespacedName, obs, pl.acceptedHash)
+	pl.planRollout(mc, obs, now)
+
+	applyErr := r.applyAll(ctx, mc, obs, pl)
+	if applyErr != nil && ctx.Err() != nil {
+		// Cut short by the manager stopping: not a failure of this object.
+		return ctrl.Result{}, nil
 	}
-	return ctrl.Result{}, nil
+	computeStatus(mc, obs, pl, applyErr)
+	r.record(mc, base, pl, applyErr)
+
+	wait, err := r.writeStatus(ctx, base, mc, now)
+	if err != nil && ctx.Err() == nil {
+		retErr = errors.Join(retErr, err)
+	}
+	if applyErr != nil {
+		return ctrl.Result{}, errors.Join(applyErr, retErr)
+	}
+	if retErr != nil {
+		return ctrl.Result{}, retErr
+	}
+	return ctrl.Result{RequeueAfter: soonest(wait, pl.requeue, obs.expiry)}, nil
 }
 
-// observed is what the phases learned, for computeStatus.
-type observed struct {
-	// configErr is set when spec.config failed validation.
-	configErr error
-	// acceptedHash is the hash of the config the collectors are told to run; empty if none was ever valid.
-	acceptedHash string
-	// daemonSet is the current DaemonSet, nil in External mode or before it exists.
-	daemonSet *appsv1.DaemonSet
-	// applyErr is an API error from applying owned objects.
-	applyErr error
+func (r *Reconciler) clock() clock.PassiveClock {
+	if r.Clock == nil {
+		return clock.RealClock{}
+	}
+	return r.Clock
 }
 
-func (r *Reconciler) forget(key types.NamespacedName) {
-	if r.Fleet != nil {
-		r.Fleet.Forget(key)
+// record emits the Events of the plan and a Warning for an apply failure that is new.
+func (r *Reconciler) record(mc, base *v1alpha1.ManagedCollector, pl *plan, applyErr error) {
+	for _, e := range pl.events {
+		r.Recorder.Eventf(mc, nil, e.Type, e.Reason, "Reconcile", "%s", e.Message)
 	}
-}
-
-// reconcileCredentials makes sure the Secret with the collector and own-metrics tokens exists. Tokens are
-// minted once and reused from then on.
-func (r *Reconciler) reconcileCredentials(ctx context.Context, mc *v1alpha1.ManagedCollector) error {
-	key := types.NamespacedName{Namespace: mc.Namespace, Name: naming.CredentialsSecret(mc.Name)}
-	existing, err := ownership.Secret(ctx, r.Client, r.APIReader, key, mc)
-	if err != nil {
-		return err
-	}
-	tokens := manifests.CollectorTokens{
-		Collector:  string(existing.Data[naming.CollectorTokenKey]),
-		OwnMetrics: string(existing.Data[naming.OwnMetricsTokenKey]),
-	}
-	if tokens.Collector == "" {
-		tokens.Collector = credential.New(credential.PrefixCollector)
-	}
-	if tokens.OwnMetrics == "" {
-		tokens.OwnMetrics = credential.New(credential.PrefixOwnMetrics)
-	}
-	return ssa.Apply(ctx, r.Client, manifests.CredentialsSecret(mc, tokens))
-}
-
-// reconcileConfig validates spec.config. A valid config is handed to the OpAMP server; an invalid one is
-// refused with a Warning and the last accepted config, kept in the ConfigMap, stays in force.
-func (r *Reconciler) reconcileConfig(ctx context.Context, mc *v1alpha1.ManagedCollector, st *observed) (string, error) {
-	if err := collectorconfig.Validate(mc.Spec.Config); err != nil {
-		st.configErr = err
-		prev := findCondition(mc.Status.Conditions, v1alpha1.ConditionConfigValid)
-		if prev == nil || prev.Status != metav1.ConditionFalse || prev.Message != configMessage(err) || mc.Status.ObservedGeneration != mc.Generation {
-			r.Recorder.Eventf(mc, nil, corev1.EventTypeWarning, v1alpha1.EventConfigInvalid, "ValidateConfig",
-				"spec.config refused, nothing was changed: %s", configMessage(err))
-		}
-		cm := &corev1.ConfigMap{}
-		err := r.Get(ctx, types.NamespacedName{Namespace: mc.Namespace, Name: naming.SupervisorConfigMap(mc.Name)}, cm)
-		if err != nil && !apierrors.IsNotFound(err) {
-			return "", fmt.Errorf("reading the last accepted config: %w", err)
-		}
-		if accepted, ok := cm.Data[naming.CollectorConfigKey]; ok {
-			st.acceptedHash = collectorconfig.Hash(accepted)
-			r.setDesired(mc, accepted)
-			return accepted, nil
-		}
-		return "", nil
-	}
-	st.acceptedHash = collectorconfig.Hash(mc.Spec.Config)
-	r.setDesired(mc, mc.Spec.Config)
-	return mc.Spec.Config, nil
-}
-
-func (r *Reconciler) setDesired(mc *v1alpha1.ManagedCollector, config string) {
-	if r.Fleet == nil {
+	if applyErr == nil {
 		return
 	}
-	r.Fleet.SetDesired(client.ObjectKeyFromObject(mc), fleet.Desired{
-		Config:     config,
-		Hash:       collectorconfig.Hash(config),
-		OwnMetrics: manifests.OwnMetricsEnabled(mc),
-	})
+	prev := readyOf(base)
+	if prev == nil || prev.Reason != v1alpha1.ReasonApplyFailed || prev.Message != readyOf(mc).Message {
+		r.Recorder.Eventf(mc, nil, corev1.EventTypeWarning, v1alpha1.EventApplyFailed, "Apply", "%s", applyErr.Error())
+	}
 }
 
-// reconcileWorkload applies the ConfigMap and the DaemonSet. With an invalid config it leaves both exactly as
-// they are, and with no config ever accepted it creates neither.
-func (r *Reconciler) reconcileWorkload(ctx context.Context, mc *v1alpha1.ManagedCollector, accepted string, st *observed) error {
-	if st.configErr != nil {
-		if manifests.Mode(mc) == v1alpha1.ModeDaemonSet {
-			return r.readDaemonSet(ctx, mc, st)
+// writeStatus writes the status if it changed: at once for a new generation, else at most once per
+// MinStatusInterval; it returns how long to wait before the held-back write.
+func (r *Reconciler) writeStatus(ctx context.Context, base, mc *v1alpha1.ManagedCollector, now time.Time) (time.Duration, error) {
+	if equality.Semantic.DeepEqual(base.Status, mc.Status) {
+		return 0, nil
+	}
+	key := client.ObjectKeyFromObject(mc)
+	if base.Status.ObservedGeneration == mc.Generation {
+		if wait := r.writes.wait(key, now); wait > 0 {
+			return wait, nil
 		}
-		return nil
 	}
-	sup, err := manifests.PodSupervisorYAML(mc, r.OpAMPEndpoint)
-	if err != nil {
-		return err
+	if err := r.Status().Patch(ctx, mc, client.MergeFrom(base), client.FieldOwner(naming.FieldOwner)); err != nil {
+		return 0, err
 	}
-	if err := ssa.Apply(ctx, r.Client, manifests.SupervisorConfigMap(mc, sup, accepted)); err != nil {
-		return err
-	}
-	if manifests.Mode(mc) == v1alpha1.ModeExternal {
-		ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: mc.Namespace, Name: naming.DaemonSet(mc.Name)}}
-		if err := r.Delete(ctx, ds); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("deleting the DaemonSet of External mode: %w", err)
-		}
-		return nil
-	}
-	if err := ssa.Apply(ctx, r.Client, manifests.DaemonSet(mc, manifests.SupervisorConfigHash(sup), r.DefaultSupervisorImage)); err != nil {
-		return err
-	}
-	return r.readDaemonSet(ctx, mc, st)
+	r.writes.wrote(key, now)
+	return 0, nil
 }
 
-func (r *Reconciler) readDaemonSet(ctx context.Context, mc *v1alpha1.ManagedCollector, st *observed) error {
-	ds := &appsv1.DaemonSet{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: mc.Namespace, Name: naming.DaemonSet(mc.Name)}, ds)
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil
-	case err != nil:
-		return fmt.Errorf("reading the DaemonSet: %w", err)
+// lastWrites is when each ManagedCollector's status was last written.
+type lastWrites struct {
+	mu sync.Mutex
+	at map[types.NamespacedName]time.Time
+}
+
+func (w *lastWrites) wait(key types.NamespacedName, now time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	last, ok := w.at[key]
+	if !ok {
+		return 0
 	}
-	st.daemonSet = ds
-	return nil
+	return MinStatusInterval - now.Sub(last)
+}
+
+func (w *lastWrites) wrote(key types.NamespacedName, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.at == nil {
+		w.at = map[types.NamespacedName]time.Time{}
+	}
+	w.at[key] = now
+}
+
+func (w *lastWrites) forget(key types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.at, key)
+}
+
+// soonest is the smallest positive duration; zero when there is none.
+func soonest(ds ...time.Duration) time.Duration {
+	var out time.Duration
+	for _, d := range ds {
+		if d > 0 && (out == 0 || d < out) {
+			out = d
+		}
+	}
+	return out
 }
 
 // SetupWithManager registers the reconciler and its watches. index.Setup must have run on mgr.
@@ -224,15 +201,17 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.ManagedCollector{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.Secret{}).
 		Owns(&corev1.ConfigMap{}).
+		// The DaemonSet's status says how many pods are scheduled.
 		Owns(&appsv1.DaemonSet{}).
+		Owns(&v1alpha1.CollectorShare{}).
 		// A token's phase changes the number of desired hosts.
 		Watches(&v1alpha1.EnrollmentToken{}, handler.EnqueueRequestsFromMapFunc(
 			func(_ context.Context, o client.Object) []reconcile.Request {
 				et := o.(*v1alpha1.EnrollmentToken)
 				return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: et.Namespace, Name: et.Spec.CollectorRef.Name}}}
 			}))
-	if r.FleetChanges != nil {
-		b = b.WatchesRawSource(source.Channel(r.FleetChanges, &handler.TypedEnqueueRequestForObject[*v1alpha1.ManagedCollector]{}))
+	if r.Triggers != nil {
+		b = b.WatchesRawSource(source.Channel(r.Triggers, &handler.TypedEnqueueRequestForObject[*v1alpha1.ManagedCollector]{}))
 	}
 	return b.Named("managedcollector").Complete(r)
 }

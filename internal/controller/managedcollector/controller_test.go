@@ -198,7 +198,7 @@ func TestDaemonSetModeProducesSecretConfigMapAndDaemonSet(t *testing.T) {
 	ready := condition(mc, v1alpha1.ConditionReady)
 	g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
 	g.Expect(ready.Reason).To(Equal(v1alpha1.ReasonNoAgentsConnected))
-	g.Expect(mc.Status.Connected).To(Equal("0/0"))
+	g.Expect(mc.Status.Connected).To(Equal("0"), "nothing is desired: no denominator")
 
 	// The controller never writes spec: it is as applied, and our field manager owns only status.
 	g.Expect(mc.Spec).To(Equal(withDefaults(applied.Spec)))
@@ -366,8 +366,11 @@ func TestExternalModeRemovesTheDaemonSet(t *testing.T) {
 		err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "hosts-collector"}, &appsv1.DaemonSet{})
 		g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
 	}, timeout, interval).Should(Succeed())
-	// Enrolled hosts still need the credentials and the accepted config.
-	get(g, ns, "hosts-collector-credentials", &corev1.Secret{})
+	// External means enrolled hosts only: the pods' credentials go; hosts still need the accepted config.
+	g.Eventually(func(g Gomega) {
+		err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "hosts-collector-credentials"}, &corev1.Secret{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+	}, timeout, interval).Should(Succeed())
 	get(g, ns, "hosts-supervisor", &corev1.ConfigMap{})
 
 	// Created in External mode, it never gets a DaemonSet.
@@ -376,6 +379,8 @@ func TestExternalModeRemovesTheDaemonSet(t *testing.T) {
 	g.Eventually(func(g Gomega) { get(g, ns, "ext-supervisor", &corev1.ConfigMap{}) }, timeout, interval).Should(Succeed())
 	err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "ext-collector"}, &appsv1.DaemonSet{})
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+	err = env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "ext-collector-credentials"}, &corev1.Secret{})
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "External mode mints no pod credentials")
 }
 
 func TestForeignSecretIsNeverTakenOver(t *testing.T) {

@@ -1,0 +1,125 @@
+// Package desired tells this replica's fleet what each ManagedCollector's collectors should run, from what
+// the API says: the accepted config and rollout state in the supervisor ConfigMap (manifests.Accepted) and
+// the ManagedCollector's spec. It runs on every replica, leader or not, so each pushes the accepted config
+// to the collectors connected to it; the leader writes the ConfigMap before anything is pushed.
+package desired
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/collectorconfig"
+	"github.com/linkmesh/linkmesh-operator/internal/fleet"
+	"github.com/linkmesh/linkmesh-operator/internal/manifests"
+	"github.com/linkmesh/linkmesh-operator/internal/naming"
+	"github.com/linkmesh/linkmesh-operator/internal/rollout"
+)
+
+// Reconciler sets each ManagedCollector's fleet.Desired from the cache. It writes nothing to the API.
+type Reconciler struct {
+	// Reader is the manager's cache.
+	Reader client.Reader
+	// Fleet is this replica's fleet.
+	Fleet interface {
+		SetDesired(types.NamespacedName, fleet.Desired)
+	}
+}
+
+// Reconcile reads the ManagedCollector and its supervisor ConfigMap and sets the desired state. A
+// deleted ManagedCollector is the informer handler's to forget.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	mc := &v1alpha1.ManagedCollector{}
+	if err := r.Reader.Get(ctx, req.NamespacedName, mc); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !mc.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	cm := &corev1.ConfigMap{}
+	err := r.Reader.Get(ctx, types.NamespacedName{Namespace: mc.Namespace, Name: naming.SupervisorConfigMap(mc.Name)}, cm)
+	if apierrors.IsNotFound(err) {
+		// No config was ever accepted: collectors wait.
+		return ctrl.Result{}, nil
+	}
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("reading the supervisor ConfigMap: %w", err)
+	}
+	d, ok, err := Desired(mc, cm)
+	if err != nil || !ok {
+		return ctrl.Result{}, err
+	}
+	r.Fleet.SetDesired(req.NamespacedName, d)
+	return ctrl.Result{}, nil
+}
+
+// Desired is what the ManagedCollector's collectors should run, by the API: false when the ConfigMap holds
+// no accepted config.
+func Desired(mc *v1alpha1.ManagedCollector, cm *corev1.ConfigMap) (fleet.Desired, bool, error) {
+	accepted, ok, err := manifests.AcceptedConfig(cm)
+	if err != nil || !ok {
+		return fleet.Desired{}, false, err
+	}
+	d := fleet.Desired{
+		Revision:     fleet.Revision{Config: accepted.Config, Hash: collectorconfig.Hash(accepted.Config)},
+		OwnMetrics:   manifests.OwnMetricsEnabled(mc),
+		ApplyTimeout: manifests.ConfigApplyTimeout(mc),
+		MaxAgents:    manifests.MaxCollectors(mc),
+	}
+	if ro := accepted.Rollout; ro != nil {
+		canary := labels.Nothing()
+		if spec := mc.Spec.Rollout; spec != nil && spec.CanarySelector != nil {
+			sel, err := metav1.LabelSelectorAsSelector(spec.CanarySelector)
+			if err != nil {
+				return fleet.Desired{}, false, fmt.Errorf("spec.rollout.canarySelector: %w", err)
+			}
+			canary = sel
+		}
+		d.Rollout = &fleet.Rollout{
+			Stable:      fleet.Revision{Config: ro.Stable, Hash: collectorconfig.Hash(ro.Stable)},
+			Phase:       ro.Phase,
+			Threshold:   ro.Threshold,
+			StepStarted: ro.StepStarted,
+			Superseded:  ro.Superseded,
+			Canary:      canary,
+			BakeTime:    rollout.BakeTime(mc.Spec.Rollout),
+		}
+	}
+	return d, true, nil
+}
+
+// SetupWithManager runs the reconciler on every replica: it needs no leader. It reconciles on a new
+// generation, a ConfigMap change, and a change of status.counts.desired, which moves the collector cap.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.ManagedCollector{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, desiredCountChanged{}))).
+		Owns(&corev1.ConfigMap{}).
+		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
+		Named("fleet-desired").
+		Complete(r)
+}
+
+// desiredCountChanged passes updates that changed status.counts.desired.
+type desiredCountChanged struct {
+	predicate.Funcs
+}
+
+func (desiredCountChanged) Update(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*v1alpha1.ManagedCollector)
+	n, ok2 := e.ObjectNew.(*v1alpha1.ManagedCollector)
+	return ok1 && ok2 && o.Status.Counts.Desired != n.Status.Counts.Desired
+}

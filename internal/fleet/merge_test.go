@@ -1,0 +1,66 @@
+package fleet
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+)
+
+func agentAt(uid string, at time.Time, healthy bool) v1alpha1.AgentStatus {
+	t := metav1.NewTime(at)
+	return v1alpha1.AgentStatus{InstanceUID: uid, Connected: true, Healthy: healthy, LastSeen: &t, ConfigStatus: v1alpha1.ConfigStatusApplied}
+}
+
+func q(s string) *resource.Quantity {
+	v := resource.MustParse(s)
+	return &v
+}
+
+// TestMergeIsTheUnionOfTheReplicas: counts add up (a share counted against another hash adds no config
+// counts), the agent list is one bounded, ordered list with each instance once, rates add up.
+func TestMergeIsTheUnionOfTheReplicas(t *testing.T) {
+	g := NewWithT(t)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	local := Snapshot{
+		Counts:     v1alpha1.AgentCounts{Connected: 2, Healthy: 2, ConfigApplied: 2},
+		Agents:     []v1alpha1.AgentStatus{agentAt("a", t0.Add(2*time.Second), true), agentAt("moved", t0, true)},
+		Throughput: &v1alpha1.ThroughputStatus{Reporting: 1, Spans: &v1alpha1.SignalThroughput{Accepted: q("10")}},
+		Rollout:    &v1alpha1.ShareRollout{Revision: "h", Candidates: 2, Offered: 1, Updated: 1, LowestRanks: []string{"0000000000000005"}},
+	}
+	var many []v1alpha1.AgentStatus
+	for i := range 60 {
+		many = append(many, agentAt(fmt.Sprintf("b-%02d", i), t0.Add(time.Duration(i)*time.Millisecond), true))
+	}
+	many = append(many, agentAt("moved", t0.Add(time.Hour), false))
+	shares := []v1alpha1.CollectorShare{
+		{CountedHash: "h", Counts: v1alpha1.AgentCounts{Connected: 61, Healthy: 60, ConfigApplied: 61, ReadOnly: 1}, Agents: many,
+			Throughput: &v1alpha1.ThroughputStatus{Reporting: 3, Spans: &v1alpha1.SignalThroughput{Accepted: q("2.5")}},
+			Rollout:    &v1alpha1.ShareRollout{Revision: "h", Candidates: 60, Offered: 3, Failed: 1, LowestRanks: []string{"0000000000000003"}}},
+		{CountedHash: "old", Counts: v1alpha1.AgentCounts{Connected: 5, Healthy: 5, ConfigApplied: 5},
+			Rollout: &v1alpha1.ShareRollout{Revision: "old", Candidates: 5, Offered: 5, Updated: 5, LowestRanks: []string{"0000000000000001"}}},
+	}
+	m := Merge("h", local, shares)
+	g.Expect(m.Counts).To(Equal(v1alpha1.AgentCounts{Connected: 68, Healthy: 67, ConfigApplied: 63, ReadOnly: 1}))
+	g.Expect(m.Agents).To(HaveLen(v1alpha1.MaxAgentsInStatus))
+	g.Expect(m.Agents[0].InstanceUID).To(Equal("moved"), "troubled first, and listed once, as seen last")
+	g.Expect(m.Agents[0].Healthy).To(BeFalse())
+	seenMoved := 0
+	for _, a := range m.Agents {
+		if a.InstanceUID == "moved" {
+			seenMoved++
+		}
+	}
+	g.Expect(seenMoved).To(Equal(1))
+	g.Expect(m.Agents[1].InstanceUID).To(Equal("a"), "then the most recently seen")
+	g.Expect(m.Throughput.Reporting).To(Equal(int32(4)))
+	g.Expect(m.Throughput.Spans.Accepted.String()).To(Equal("12500m"))
+	g.Expect(m.Rollout).To(Equal(&v1alpha1.ShareRollout{Revision: "h", Candidates: 67, Offered: 4, Updated: 1, Failed: 1,
+		LowestRanks: []string{"0000000000000001", "0000000000000003", "0000000000000005"}}))
+	g.Expect(Merge("h", local, nil)).To(Equal(local), "one replica: its own snapshot")
+}
