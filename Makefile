@@ -62,6 +62,21 @@ verify: generate manifests ## Regenerate, then fail on any difference from what 
 	@git diff --exit-code -- . || { echo "generated files are stale: run make generate manifests and commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- api config charts go.mod go.sum hack/tools hack/lint hack/helm hack/e2e hack/images)" || { git status --porcelain -- api config charts; echo "untracked generated files"; exit 1; }
 
+# Flags of the fleet benchmark (test/bench), e.g. BENCH_FLAGS="-n 2000 -scenarios fleet -pprof .pprof".
+BENCH_FLAGS ?=
+
+.PHONY: bench
+bench: ## Fleet benchmark: 1,000/5,000/10,000 collectors against the operator and a bare OpAMP server, enrollment, restart storm.
+	go build -o bin/bench ./test/bench
+	go build -o bin/manager ./cmd/manager
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" bin/bench -manager bin/manager $(BENCH_FLAGS)
+
+.PHONY: bench-smoke
+bench-smoke: ## The benchmark's correctness checks with 500 collectors (CI); asserts no timing.
+	go build -o bin/bench ./test/bench
+	go build -o bin/manager ./cmd/manager
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" bin/bench -manager bin/manager -smoke -n 500 -scenarios fleet $(BENCH_FLAGS)
+
 .PHONY: run
 run: ## Run the operator against the cluster of the current kubeconfig.
 	go run ./cmd/manager --metrics-bind-address=0 --health-probe-bind-address=:8081

@@ -24,6 +24,8 @@ func run() error {
 	var o operator.Options
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the manager's /healthz and /readyz.")
+	flag.StringVar(&o.PprofAddr, "pprof-bind-address", "0",
+		"Address of net/http/pprof (/debug/pprof/) for profiling the operator; 0 disables it. Bind it to loopback: profiles expose the process's memory.")
 	flag.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect one replica to run the reconcilers.")
 	flag.StringVar(&o.ExternalURL, "external-url", "",
 		"Base URL (http:// or https://) at which collectors reach the operator, rendered into supervisor.yaml. "+

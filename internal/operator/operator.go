@@ -50,6 +50,9 @@ type Options struct {
 	MetricsAddr string
 	// ProbeAddr serves the manager's /healthz and /readyz; "0" disables it.
 	ProbeAddr string
+	// PprofAddr serves net/http/pprof for profiling (--pprof-bind-address); "" or "0" disables it. Profiles
+	// show what the process holds, so it is off by default and meant for loopback.
+	PprofAddr string
 	// LeaderElect elects one replica to run the reconcilers.
 	LeaderElect bool
 	// LeaderElectionNamespace is needed when running outside a cluster with LeaderElect.
@@ -164,6 +167,7 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.ProbeAddr,
+		PprofBindAddress:        o.PprofAddr,
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionID:        "linkmesh-operator." + v1alpha1.GroupName,
 		LeaderElectionNamespace: o.LeaderElectionNamespace,

@@ -1,0 +1,413 @@
+// Package loadgen runs a fleet of simulated upstream supervisors (test/framework/simagent, real opamp-go
+// clients) for the fleet benchmark, and reports how far they got: how many are connected, which config
+// hashes they received, applied or failed, and when the last of them did.
+//
+// A load generator is a process of its own (`bench load`), driven by JSON lines: Commands on stdin,
+// Events on stdout. One process holds at most a few thousand agents, as each holds a socket and the
+// hard open-files limit is per process.
+package loadgen
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-telemetry/opamp-go/protobufs"
+
+	"github.com/linkmesh/linkmesh-operator/test/framework/simagent"
+)
+
+// Options of a fleet.
+type Options struct {
+	// Servers are OpAMP server addresses (host:port). Agent i starts on Servers[i mod len] and moves on to
+	// the next when a connection attempt fails, as a Service spreads agents and sends a reconnecting one
+	// to a live replica.
+	Servers []string
+	// Tokens are the bearer tokens: one for every agent, or one per agent (EnrollmentTokens).
+	Tokens []string
+	// Count is how many agents to run.
+	Count int
+	// First is the index of the first agent, so that the agents of several processes have distinct
+	// host names and are spread the same way whatever the split.
+	First int
+	// Pods makes the agents report k8s.pod.name and k8s.node.name, as DaemonSet pods do; otherwise they
+	// are hosts.
+	Pods bool
+	// Prefix starts every host and pod name.
+	Prefix string
+	// ApplyDelay is the simulated collector restart between APPLYING and APPLIED.
+	ApplyDelay time.Duration
+	// Heartbeat is the agents' heartbeat interval; zero keeps opamp-go's 30 s.
+	Heartbeat time.Duration
+	// Fail makes a fraction of the agents report FAILED for a config hash.
+	Fail FailRule
+}
+
+// FailRule makes a fraction of the agents fail one config hash: those whose index hashes below Fraction,
+// so the failing agents are spread over processes and servers, and the same ones fail in every run.
+type FailRule struct {
+	// Hash is the hex config hash to fail; empty fails nothing.
+	Hash string `json:"hash,omitempty"`
+	// Fraction of the agents, 0 to 1.
+	Fraction float64 `json:"fraction,omitempty"`
+}
+
+// picks says whether the agent with index i is one of the fraction.
+func (r FailRule) picks(i int) bool {
+	if r.Hash == "" || r.Fraction <= 0 {
+		return false
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(i))
+	sum := sha256.Sum256(b[:])
+	return float64(binary.BigEndian.Uint32(sum[:4]))/float64(1<<32) < r.Fraction
+}
+
+// Validate reports what is wrong with o.
+func (o Options) Validate() error {
+	var errs []error
+	if len(o.Servers) == 0 {
+		errs = append(errs, errors.New("no server address"))
+	}
+	if o.Count <= 0 {
+		errs = append(errs, fmt.Errorf("count must be positive, not %d", o.Count))
+	}
+	if len(o.Tokens) != 1 && len(o.Tokens) != o.Count {
+		errs = append(errs, fmt.Errorf("%d tokens for %d agents: give one token for all or one per agent", len(o.Tokens), o.Count))
+	}
+	if o.Fail.Fraction < 0 || o.Fail.Fraction > 1 {
+		errs = append(errs, fmt.Errorf("fail fraction %v is not between 0 and 1", o.Fail.Fraction))
+	}
+	return errors.Join(errs...)
+}
+
+// Fleet is a running set of agents.
+type Fleet struct {
+	members []*member
+	fail    atomic.Pointer[FailRule]
+	// failures counts failed connection attempts over all agents.
+	failures atomic.Int64
+}
+
+// member is one agent and what it has done so far, read by Progress without locks.
+type member struct {
+	index int
+	agent *simagent.Agent
+
+	connected   atomic.Bool
+	connectedAt atomic.Int64
+	// reconnected is set by a connection made after the last Mark.
+	reconnected atomic.Bool
+
+	received  atomic.Pointer[string]
+	outcome   atomic.Pointer[string]
+	failed    atomic.Bool
+	outcomeAt atomic.Int64
+
+	// running is the config body the simulated collector runs: the last one it did not fail.
+	mu      sync.Mutex
+	running string
+}
+
+// Start starts every agent. opamp-go connects in the background, so Start returns before they connect.
+func Start(o Options) (*Fleet, error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("load generator: %w", err)
+	}
+	f := &Fleet{members: make([]*member, o.Count)}
+	f.fail.Store(&o.Fail)
+	for k := range o.Count {
+		i := o.First + k
+		m := &member{index: i}
+		f.members[k] = m
+		token := o.Tokens[0]
+		if len(o.Tokens) > 1 {
+			token = o.Tokens[k]
+		}
+		name := fmt.Sprintf("%s-%05d", o.Prefix, i)
+		opts := simagent.Options{
+			Host:           name,
+			OwnMetrics:     true,
+			ReportApplying: true,
+			ApplyDelay:     o.ApplyDelay,
+			Heartbeat:      o.Heartbeat,
+			Apply:          f.apply(m),
+			Effective:      m.effective,
+			OnConnect: func() {
+				m.connectedAt.Store(time.Now().UnixNano())
+				m.connected.Store(true)
+				m.reconnected.Store(true)
+			},
+			OnConnectFailed: func(error) {
+				m.connected.Store(false)
+				f.failures.Add(1)
+			},
+			OnConfig: m.onConfig,
+		}
+		if o.Pods {
+			opts.Host = "node-" + name
+			opts.Attributes = map[string]string{"k8s.pod.name": name, "k8s.node.name": "node-" + name}
+		}
+		start := i % len(o.Servers)
+		first := o.Servers[start]
+		for j := 1; j < len(o.Servers); j++ {
+			opts.Fallback = append(opts.Fallback, o.Servers[(start+j)%len(o.Servers)])
+		}
+		a, err := simagent.New(first, token, opts)
+		if err != nil {
+			f.Stop()
+			return nil, fmt.Errorf("starting agent %d: %w", i, err)
+		}
+		m.agent = a
+	}
+	return f, nil
+}
+
+func (f *Fleet) apply(m *member) simagent.ApplyFunc {
+	return func(rc *protobufs.AgentRemoteConfig) (protobufs.RemoteConfigStatuses, string) {
+		h := hex.EncodeToString(rc.ConfigHash)
+		m.received.Store(&h)
+		if r := f.fail.Load(); r.Hash == h && r.picks(m.index) {
+			return protobufs.RemoteConfigStatuses_RemoteConfigStatuses_FAILED, "simulated failure: the collector rejected this config"
+		}
+		m.mu.Lock()
+		m.running = configBody(rc)
+		m.mu.Unlock()
+		return protobufs.RemoteConfigStatuses_RemoteConfigStatuses_APPLIED, ""
+	}
+}
+
+// effective is what the collector runs after a config: the new one, or the previous one if it failed.
+func (m *member) effective(*protobufs.AgentRemoteConfig) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running
+}
+
+func (m *member) onConfig(rc *protobufs.AgentRemoteConfig, status protobufs.RemoteConfigStatuses) {
+	h := hex.EncodeToString(rc.ConfigHash)
+	m.failed.Store(status == protobufs.RemoteConfigStatuses_RemoteConfigStatuses_FAILED)
+	m.outcome.Store(&h)
+	m.outcomeAt.Store(time.Now().UnixNano())
+}
+
+// configBody is the one file of a pushed config, as the supervisor hands it to its collector.
+func configBody(rc *protobufs.AgentRemoteConfig) string {
+	for _, f := range rc.GetConfig().GetConfigMap() {
+		return string(f.Body)
+	}
+	return ""
+}
+
+// Mark starts counting reconnections: Progress.Reconnected counts the agents connected since.
+func (f *Fleet) Mark() {
+	for _, m := range f.members {
+		m.reconnected.Store(false)
+	}
+}
+
+// SetFail replaces the fail rule for configs that arrive from now on.
+func (f *Fleet) SetFail(r FailRule) { f.fail.Store(&r) }
+
+// Stop disconnects every agent.
+func (f *Fleet) Stop() {
+	var wg sync.WaitGroup
+	for _, m := range f.members {
+		if m == nil || m.agent == nil {
+			continue
+		}
+		wg.Go(m.agent.Stop)
+	}
+	wg.Wait()
+}
+
+// Progress is how far the agents of one fleet got.
+type Progress struct {
+	// Agents is how many agents run.
+	Agents int `json:"agents"`
+	// Connected counts the agents whose last connection attempt succeeded.
+	Connected int `json:"connected"`
+	// Reconnected counts the agents connected since the last Mark.
+	Reconnected int `json:"reconnected"`
+	// ConnectFailures counts failed connection attempts.
+	ConnectFailures int64 `json:"connectFailures"`
+	// LastConnect is when the last of the connected agents connected (Unix nanoseconds).
+	LastConnect int64 `json:"lastConnect,omitempty"`
+	// Received counts the agents by the hash of the last config they received.
+	Received map[string]int `json:"received,omitempty"`
+	// Applied counts the agents by the hash they last reported APPLIED.
+	Applied map[string]int `json:"applied,omitempty"`
+	// Failed counts the agents by the hash they last reported FAILED.
+	Failed map[string]int `json:"failed,omitempty"`
+	// LastOutcome is, by hash, when the last agent reported its outcome for it (Unix nanoseconds).
+	LastOutcome map[string]int64 `json:"lastOutcome,omitempty"`
+}
+
+// Progress counts what the agents have done.
+func (f *Fleet) Progress() Progress {
+	p := Progress{
+		Agents: len(f.members), ConnectFailures: f.failures.Load(),
+		Received: map[string]int{}, Applied: map[string]int{}, Failed: map[string]int{}, LastOutcome: map[string]int64{},
+	}
+	for _, m := range f.members {
+		if m.connected.Load() {
+			p.Connected++
+			p.LastConnect = max(p.LastConnect, m.connectedAt.Load())
+		}
+		if m.reconnected.Load() {
+			p.Reconnected++
+		}
+		if h := m.received.Load(); h != nil {
+			p.Received[*h]++
+		}
+		if h := m.outcome.Load(); h != nil {
+			if m.failed.Load() {
+				p.Failed[*h]++
+			} else {
+				p.Applied[*h]++
+			}
+			p.LastOutcome[*h] = max(p.LastOutcome[*h], m.outcomeAt.Load())
+		}
+	}
+	return p
+}
+
+// Equal says whether two Progress values count the same.
+func (p Progress) Equal(q Progress) bool {
+	return p.Agents == q.Agents && p.Connected == q.Connected && p.Reconnected == q.Reconnected &&
+		p.ConnectFailures == q.ConnectFailures && p.LastConnect == q.LastConnect &&
+		maps.Equal(p.Received, q.Received) && maps.Equal(p.Applied, q.Applied) && maps.Equal(p.Failed, q.Failed) &&
+		maps.Equal(p.LastOutcome, q.LastOutcome)
+}
+
+// Command is one line on a load generator's stdin.
+type Command struct {
+	// Cmd is start (connect the agents), mark (see Fleet.Mark), fail (set Fail) or stop.
+	Cmd  string   `json:"cmd"`
+	Fail FailRule `json:"fail,omitzero"`
+}
+
+// Commands of a load generator.
+const (
+	CmdStart = "start"
+	CmdMark  = "mark"
+	CmdFail  = "fail"
+	CmdStop  = "stop"
+)
+
+// Event is one line on a load generator's stdout.
+type Event struct {
+	// Ready: the options are valid and the process waits for start.
+	Ready bool `json:"ready,omitempty"`
+	// Progress, whenever it changed, at most every ReportInterval.
+	Progress *Progress `json:"progress,omitempty"`
+	// Marked acknowledges a mark: Progress lines after it count reconnections since.
+	Marked bool `json:"marked,omitempty"`
+	// Stopped: every agent is disconnected; the process exits.
+	Stopped bool `json:"stopped,omitempty"`
+	// Error ends the process.
+	Error string `json:"error,omitempty"`
+}
+
+// ReportInterval is how often a load generator looks for progress to report. Times in Progress are
+// taken when things happen, so this bounds only how late the bench learns about them.
+const ReportInterval = 20 * time.Millisecond
+
+// Serve runs a load generator: it writes Ready, waits for start, starts the fleet, reports progress and
+// obeys commands until stop or the end of in (its parent is gone), then stops the fleet and writes Stopped.
+func Serve(o Options, in io.Reader, out io.Writer) error {
+	enc := json.NewEncoder(out)
+	var encMu sync.Mutex
+	emit := func(e Event) {
+		encMu.Lock()
+		defer encMu.Unlock()
+		_ = enc.Encode(e)
+	}
+	if err := o.Validate(); err != nil {
+		emit(Event{Error: err.Error()})
+		return err
+	}
+	emit(Event{Ready: true})
+	cmds := make(chan Command)
+	readErr := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			var c Command
+			if err := json.Unmarshal(sc.Bytes(), &c); err != nil {
+				readErr <- fmt.Errorf("command %q: %w", sc.Text(), err)
+				return
+			}
+			cmds <- c
+		}
+		readErr <- io.EOF
+	}()
+
+	var f *Fleet
+	for f == nil {
+		select {
+		case c := <-cmds:
+			if c.Cmd != CmdStart {
+				err := fmt.Errorf("command %q before start", c.Cmd)
+				emit(Event{Error: err.Error()})
+				return err
+			}
+			var err error
+			if f, err = Start(o); err != nil {
+				emit(Event{Error: err.Error()})
+				return err
+			}
+		case err := <-readErr:
+			return stopped(err)
+		}
+	}
+	defer func() {
+		f.Stop()
+		emit(Event{Stopped: true})
+	}()
+	tick := time.NewTicker(ReportInterval)
+	defer tick.Stop()
+	var last Progress
+	for {
+		select {
+		case <-tick.C:
+			if p := f.Progress(); !p.Equal(last) {
+				last = p
+				emit(Event{Progress: &p})
+			}
+		case c := <-cmds:
+			switch c.Cmd {
+			case CmdMark:
+				f.Mark()
+				// The next report is always sent, so the bench sees counts taken after the mark.
+				last = Progress{}
+				emit(Event{Marked: true})
+			case CmdFail:
+				f.SetFail(c.Fail)
+			case CmdStop:
+				return nil
+			default:
+				emit(Event{Error: fmt.Sprintf("unknown command %q", c.Cmd)})
+			}
+		case err := <-readErr:
+			return stopped(err)
+		}
+	}
+}
+
+// stopped is nil for the end of stdin, which means stop.
+func stopped(err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
