@@ -115,7 +115,7 @@ const (
 	// read-only member.
 	EventReadOnlyMember = "ReadOnlyMember"
 	// EventTooManyCollectors is a Warning: a collector was refused because its ManagedCollector holds as many
-	// collectors as it may (max(2 x desired, desired + 100)).
+	// collectors as it may (spec.maxCollectors).
 	EventTooManyCollectors = "TooManyCollectors"
 	// EventInstanceUIDTaken is a Warning: a collector presented an instance UID bound to another
 	// ManagedCollector or EnrollmentToken and was given a new one.

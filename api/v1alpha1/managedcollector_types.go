@@ -136,7 +136,8 @@ type ManagedCollectorSpec struct {
 
 	// maxCollectors caps the collectors each operator replica holds for this ManagedCollector: one more is
 	// refused (and a TooManyCollectors Warning raised), so one leaked credential cannot exhaust the
-	// operator's memory. Defaults to max(2 x desired, desired + 100), desired being status.counts.desired.
+	// operator's memory. Defaults to max(2 x expected, expected + 100), expected being the DaemonSet's
+	// scheduled pods plus the EnrollmentTokens pending or redeemed.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000000

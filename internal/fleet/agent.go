@@ -88,7 +88,7 @@ type Refusal string
 // Refusals of Observe.
 const (
 	// RefusedGroupFull means the group holds MaxAgents agents on this replica.
-	RefusedGroupFull Refusal = "this ManagedCollector already holds as many collectors as it may (spec.maxCollectors, by default max(2 x desired, desired + 100)); retry later"
+	RefusedGroupFull Refusal = "this ManagedCollector already holds as many collectors as it may (spec.maxCollectors); retry later"
 )
 
 // Reply is what the OpAMP server must put into its answer to a Report.

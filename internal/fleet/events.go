@@ -113,7 +113,7 @@ func message(k eventKey, p *pendingEvent) string {
 	case v1alpha1.EventReadOnlyMember:
 		verb = "no longer accepts remote config: it is a read-only member now and keeps running its own"
 	case v1alpha1.EventTooManyCollectors:
-		verb = "was refused: its ManagedCollector already holds as many collectors as it may (max(2 x desired, desired + 100))"
+		verb = "was refused: its ManagedCollector already holds as many collectors as it may (spec.maxCollectors)"
 	case v1alpha1.EventInstanceUIDTaken:
 		verb = "is bound to another ManagedCollector or EnrollmentToken; a collector presenting it with another credential was given a new instance UID"
 	case v1alpha1.EventConfigApplied:

@@ -71,15 +71,14 @@ func OwnMetricsEnabled(mc *v1alpha1.ManagedCollector) bool {
 	return mc.Spec.Supervisor.OwnMetrics == nil || *mc.Spec.Supervisor.OwnMetrics
 }
 
-// MaxCollectors is spec.maxCollectors or max(2 x desired, desired + 100), desired being the collectors that
-// should be connected (status.counts.desired): room for every pod and host, their restarts and a
-// rollout's churn, and no more.
-func MaxCollectors(mc *v1alpha1.ManagedCollector) int {
+// MaxCollectors is spec.maxCollectors or max(2 x expected, expected + 100), expected being the collectors
+// that may connect: the DaemonSet's scheduled pods and the hosts whose EnrollmentTokens are pending or
+// redeemed. That is room for every pod and host, their restarts and reinstalls, and no more.
+func MaxCollectors(mc *v1alpha1.ManagedCollector, expected int) int {
 	if m := mc.Spec.MaxCollectors; m != nil {
 		return int(*m)
 	}
-	d := int(mc.Status.Counts.Desired)
-	return max(2*d, d+100)
+	return max(2*expected, expected+100)
 }
 
 // Mode is spec.mode or DaemonSet.

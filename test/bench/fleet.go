@@ -65,7 +65,7 @@ func runFleet(ctx context.Context, o *options, n int) (*fleetResult, error) {
 		return nil, err
 	}
 	const mc = "fleet"
-	if err := e.createCollector(ctx, mc, v1alpha1.ModeDaemonSet); err != nil {
+	if err := e.createCollector(ctx, mc, v1alpha1.ModeDaemonSet, n); err != nil {
 		return nil, err
 	}
 	token, err := e.collectorToken(ctx, mc)

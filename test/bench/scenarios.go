@@ -44,7 +44,7 @@ func runEnrollment(ctx context.Context, o *options, n int) (*enrollResult, error
 		return nil, err
 	}
 	const mc = "hosts"
-	if err := e.createCollector(ctx, mc, v1alpha1.ModeExternal); err != nil {
+	if err := e.createCollector(ctx, mc, v1alpha1.ModeExternal, 0); err != nil {
 		return nil, err
 	}
 
@@ -220,7 +220,7 @@ func runRestart(ctx context.Context, o *options, n int) (*restartResult, error) 
 		return nil, err
 	}
 	const mc = "fleet"
-	if err := e.createCollector(ctx, mc, v1alpha1.ModeDaemonSet); err != nil {
+	if err := e.createCollector(ctx, mc, v1alpha1.ModeDaemonSet, n); err != nil {
 		return nil, err
 	}
 	token, err := e.collectorToken(ctx, mc)

@@ -118,11 +118,18 @@ func (e *env) startLoads(ctx context.Context, s loadSpec) (*loads, error) {
 	return l, nil
 }
 
-// createCollector creates a ManagedCollector and waits until the operator accepted its config.
-func (e *env) createCollector(ctx context.Context, name string, mode v1alpha1.CollectorMode) error {
+// createCollector creates a ManagedCollector and waits until the operator accepted its config. The
+// simulated pods of a DaemonSet ManagedCollector are no pods the API server scheduled (nothing is
+// desired), so pods > 0 lets that many connect (spec.maxCollectors); an External one counts its
+// EnrollmentTokens.
+func (e *env) createCollector(ctx context.Context, name string, mode v1alpha1.CollectorMode, pods int) error {
 	mc := &v1alpha1.ManagedCollector{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: benchNamespace},
 		Spec:       v1alpha1.ManagedCollectorSpec{Mode: mode, Config: configA},
+	}
+	if pods > 0 {
+		limit := int32(pods)
+		mc.Spec.MaxCollectors = &limit
 	}
 	if err := e.cl.client.Create(ctx, mc); err != nil {
 		return fmt.Errorf("creating the ManagedCollector %s: %w", name, err)
