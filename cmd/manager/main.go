@@ -2,9 +2,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -26,7 +28,14 @@ func run() error {
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the manager's /healthz and /readyz.")
 	flag.StringVar(&o.PprofAddr, "pprof-bind-address", "0",
 		"Address of net/http/pprof (/debug/pprof/) for profiling the operator; 0 disables it. Bind it to loopback: profiles expose the process's memory.")
-	flag.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect one replica to run the reconcilers.")
+	flag.BoolVar(&o.LeaderElect, "leader-elect", false,
+		"Elect one replica to run the reconcilers; every replica serves collectors. Needed for more than one replica.")
+	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "",
+		"Namespace of the leader election Lease and of the replicas' Leases; defaults to POD_NAMESPACE, and "+
+			"is required with --leader-elect outside a pod.")
+	flag.DurationVar(&o.DrainPeriod, "drain-period", 5*time.Second,
+		"On shutdown, the time over which this replica closes its collectors' connections, so they reconnect "+
+			"to the other replicas gradually.")
 	flag.StringVar(&o.ExternalURL, "external-url", "",
 		"Base URL (http:// or https://) at which collectors reach the operator, rendered into supervisor.yaml. "+
 			"Defaults to the in-cluster Service http://linkmesh-operator.<POD_NAMESPACE>.svc:4320 in a pod, "+
@@ -47,6 +56,12 @@ func run() error {
 
 	if ns := os.Getenv("POD_NAMESPACE"); o.ExternalURL == "" && ns != "" {
 		o.ExternalURL = operator.DefaultExternalURL(ns)
+	}
+	if o.LeaderElectionNamespace == "" {
+		o.LeaderElectionNamespace = os.Getenv("POD_NAMESPACE")
+	}
+	if o.LeaderElect && o.LeaderElectionNamespace == "" {
+		return errors.New("--leader-elect needs --leader-election-namespace outside a pod (POD_NAMESPACE is not set)")
 	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
