@@ -49,6 +49,9 @@ type Desired struct {
 	// MaxAgents caps the agents the group may hold on this replica; zero is no cap. A group without a
 	// desired state yet holds at most DefaultMaxAgents.
 	MaxAgents int
+	// Canary selects, over non-identifying attributes, the collectors a progressive rollout ranks first;
+	// nil selects none. It is known before any rollout starts, so the first step is placed right.
+	Canary labels.Selector
 }
 
 // Rollout says which collectors run the new revision during a progressive rollout, and which the stable one.
@@ -64,8 +67,6 @@ type Rollout struct {
 	StepStarted time.Time
 	// Superseded are revisions of earlier, superseded rollouts: collectors running one take the new one.
 	Superseded []string
-	// Canary selects, over non-identifying attributes, the collectors ranked first.
-	Canary labels.Selector
 	// BakeTime is how long an offered collector may stay disconnected before it counts as failed.
 	BakeTime time.Duration
 }
@@ -78,7 +79,8 @@ type Snapshot struct {
 	Agents []v1alpha1.AgentStatus
 	// Throughput is from the agents' own metrics; nil when none reported recently.
 	Throughput *v1alpha1.ThroughputStatus
-	// Rollout is what this replica's agents did with the rollout's revision; nil without a rollout.
+	// Rollout is this replica's candidates for a progressive rollout and, during one, what they did with
+	// its revision; nil while the group has no desired state.
 	Rollout *v1alpha1.ShareRollout
 }
 

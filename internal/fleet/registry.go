@@ -37,9 +37,9 @@ const (
 	// ApplyGrace is added to the supervisor's config_apply_timeout before a pushed config counts as applied
 	// or not: the supervisor reports the outcome at the timeout, and the report travels.
 	ApplyGrace = 10 * time.Second
-	// UnhealthyGrace is how long an agent may be unhealthy without an error before it is a warning, and,
-	// in a progressive rollout, before it fails the revision it runs.
-	UnhealthyGrace = 30 * time.Second
+	// DefaultUnhealthyGrace is how long an agent may be unhealthy without an error before it is a warning,
+	// and, in a progressive rollout, before it fails the revision it runs.
+	DefaultUnhealthyGrace = 30 * time.Second
 	// MaxEffectiveConfig bounds the effective config the registry parses for drift: a config is at most
 	// 256 KiB (the CRD's bound), to which the supervisor adds little.
 	MaxEffectiveConfig = 512 << 10
@@ -60,6 +60,9 @@ type Options struct {
 	SignalInterval time.Duration
 	// Clock is injected by tests.
 	Clock clock.WithTickerAndDelayedExecution
+	// UnhealthyGrace is how long an agent may be unhealthy without an error before it is a warning and
+	// fails a rollout's revision; default DefaultUnhealthyGrace.
+	UnhealthyGrace time.Duration
 	// RemoteOwnMetrics says whether own metrics for an agent that is not connected here are taken: true
 	// while other replicas serve OpAMP too, whose agents' exports may arrive here. Nil takes none.
 	RemoteOwnMetrics func() bool
@@ -135,6 +138,9 @@ func New(opts Options) *Registry {
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
+	}
+	if opts.UnhealthyGrace <= 0 {
+		opts.UnhealthyGrace = DefaultUnhealthyGrace
 	}
 	if opts.RemoteOwnMetrics == nil {
 		opts.RemoteOwnMetrics = func() bool { return false }
@@ -381,7 +387,7 @@ func (r *Registry) Observe(uid string, m credential.Membership, rep Report, link
 	if r.checkUnhealthyLocked(g, a, now) {
 		changed = true
 	}
-	if g.checkFailureLocked(a, now) {
+	if g.checkFailureLocked(a, now, r.opts.UnhealthyGrace) {
 		changed = true
 	}
 	if changed {
@@ -447,7 +453,7 @@ func (r *Registry) parseEffective(uid string, rep Report) *collectorconfig.Shape
 
 // healthLocked records a new health report. An agent that turns unhealthy from healthy, or reports an
 // error, is news at once, unless a config push explains it (applying); otherwise it is news once it stays
-// unhealthy for UnhealthyGrace.
+// unhealthy for Options.UnhealthyGrace.
 func (r *Registry) healthLocked(a *agent, h *Health, now time.Time, applying bool) {
 	wasHealthy := a.healthy()
 	hc := *h
@@ -460,17 +466,17 @@ func (r *Registry) healthLocked(a *agent, h *Health, now time.Time, applying boo
 		a.unhealthySince, a.unhealthyWarned = now, false
 	}
 	if !applying && (wasHealthy || h.LastError != "") {
-		a.unhealthySince = now.Add(-UnhealthyGrace - time.Nanosecond)
+		a.unhealthySince = now.Add(-r.opts.UnhealthyGrace - time.Nanosecond)
 	}
 }
 
 // checkUnhealthyLocked raises the one Warning of an unhealthy spell when it is news: the agent reported an
-// error or turned unhealthy from healthy, or stayed unhealthy for UnhealthyGrace. While a pushed config is
+// error or turned unhealthy from healthy, or stayed unhealthy for Options.UnhealthyGrace. While a pushed config is
 // being applied nothing is news: the supervisor restarts its collector, which reports unhealthy meanwhile,
 // and the outcome arrives as ConfigApplied or ConfigFailed.
 func (r *Registry) checkUnhealthyLocked(g *group, a *agent, now time.Time) bool {
 	if !a.connected || !a.reportsUnhealthy() || a.unhealthyWarned || a.applying(now, g.applyTimeout()) ||
-		now.Sub(a.unhealthySince) <= UnhealthyGrace {
+		now.Sub(a.unhealthySince) <= r.opts.UnhealthyGrace {
 		return false
 	}
 	a.unhealthyWarned = true
@@ -566,7 +572,7 @@ func (r *Registry) Sweep() {
 			continue
 		}
 		changed := r.checkUnhealthyLocked(g, a, now)
-		if g.checkFailureLocked(a, now) {
+		if g.checkFailureLocked(a, now, r.opts.UnhealthyGrace) {
 			changed = true
 		}
 		if changed {
@@ -628,7 +634,7 @@ func (r *Registry) DesiredHash(collector types.NamespacedName) string {
 
 func sameDesired(a, b *Desired) bool {
 	if a.Hash != b.Hash || a.OwnMetrics != b.OwnMetrics || a.ApplyTimeout != b.ApplyTimeout || a.MaxAgents != b.MaxAgents ||
-		(a.Rollout == nil) != (b.Rollout == nil) {
+		selectorString(a.Canary) != selectorString(b.Canary) || (a.Rollout == nil) != (b.Rollout == nil) {
 		return false
 	}
 	if a.Rollout == nil {
@@ -636,8 +642,7 @@ func sameDesired(a, b *Desired) bool {
 	}
 	x, y := a.Rollout, b.Rollout
 	return x.Stable.Hash == y.Stable.Hash && x.Phase == y.Phase && x.Threshold == y.Threshold &&
-		x.StepStarted.Equal(y.StepStarted) && slices.Equal(x.Superseded, y.Superseded) &&
-		x.BakeTime == y.BakeTime && selectorString(x.Canary) == selectorString(y.Canary)
+		x.StepStarted.Equal(y.StepStarted) && slices.Equal(x.Superseded, y.Superseded) && x.BakeTime == y.BakeTime
 }
 
 func selectorString(s labels.Selector) string {

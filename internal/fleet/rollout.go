@@ -56,8 +56,8 @@ func ParseRank(s string) (uint64, error) {
 // or its attributes change.
 func (a *agent) rankLocked(d *Desired) {
 	var sel labels.Selector
-	if d != nil && d.Rollout != nil {
-		sel = d.Rollout.Canary
+	if d != nil {
+		sel = d.Canary
 	}
 	canary := sel != nil && !sel.Empty() && sel.Matches(labels.Set(a.description.NonIdentifying))
 	if a.rank == 0 || canary != a.canary {
@@ -111,10 +111,10 @@ func (a *agent) offered(d *Desired) bool {
 }
 
 // checkFailureLocked decides whether the agent failed the revision of the group's progressive rollout: it
-// reported it FAILED, stayed unhealthy for UnhealthyGrace running it, drifted from it beyond healing, or
+// reported it FAILED, stayed unhealthy for grace running it, drifted from it beyond healing, or
 // stayed disconnected for the bake time after it was offered it. A failure sticks until the revision
 // changes.
-func (g *group) checkFailureLocked(a *agent, now time.Time) bool {
+func (g *group) checkFailureLocked(a *agent, now time.Time, grace time.Duration) bool {
 	d := g.desired
 	if d == nil || d.Rollout == nil || d.Rollout.Phase == v1alpha1.RolloutRolledBack || a.failure != nil ||
 		!a.acceptsRemoteConfig {
@@ -126,7 +126,7 @@ func (g *group) checkFailureLocked(a *agent, now time.Time) bool {
 	case runs && a.config.Status == v1alpha1.ConfigStatusFailed:
 		f = &revisionFailure{reason: v1alpha1.FailureConfigFailed, message: a.config.Message}
 	case runs && a.config.Status == v1alpha1.ConfigStatusApplied && a.connected && a.reportsUnhealthy() &&
-		!a.applying(now, g.applyTimeout()) && now.Sub(a.unhealthySince) > UnhealthyGrace:
+		!a.applying(now, g.applyTimeout()) && now.Sub(a.unhealthySince) > grace:
 		f = &revisionFailure{reason: v1alpha1.FailureUnhealthy, message: unhealthyText(a.health)}
 	case runs && a.drifted() && a.drift.attempts >= maxHealAttempts && !now.Before(a.drift.next):
 		f = &revisionFailure{reason: v1alpha1.FailureConfigDrift, message: driftText(a.drift.missing)}
@@ -158,10 +158,11 @@ func (g *group) failDataLocked(a *agent, o *ownMetrics) bool {
 	return true
 }
 
-// rolloutLocked is what the group's agents here did with the rollout's revision; nil without a rollout.
+// rolloutLocked is the group's candidates here for a rollout and, during one, what they did with its
+// revision; nil without a desired state.
 func (g *group) rolloutLocked(members []*agent) *v1alpha1.ShareRollout {
 	d := g.desired
-	if d == nil || d.Rollout == nil {
+	if d == nil {
 		return nil
 	}
 	out := &v1alpha1.ShareRollout{Revision: d.Hash}
@@ -174,6 +175,9 @@ func (g *group) rolloutLocked(members []*agent) *v1alpha1.ShareRollout {
 				out.Canaries++
 			}
 			ranks = append(ranks, a.rank)
+		}
+		if d.Rollout == nil {
+			continue
 		}
 		if a.failure != nil && a.failure.hash == d.Hash {
 			out.Failed++

@@ -60,8 +60,8 @@ func TestThresholdPicksTheStep(t *testing.T) {
 func rolloutDesired(threshold uint64, phase v1alpha1.RolloutPhase, stepStarted time.Time) (Desired, Revision) {
 	stable := Revision{Config: "stable: 1\n", Hash: "stable-hash"}
 	d := desired("next: 2\n")
-	d.Rollout = &Rollout{Stable: stable, Phase: phase, Threshold: threshold, StepStarted: stepStarted,
-		Canary: labels.Nothing(), BakeTime: time.Minute}
+	d.Canary = labels.Nothing()
+	d.Rollout = &Rollout{Stable: stable, Phase: phase, Threshold: threshold, StepStarted: stepStarted, BakeTime: time.Minute}
 	return d, stable
 }
 
@@ -156,7 +156,7 @@ func TestRolloutFailures(t *testing.T) {
 
 	// Unhealthy running it, past the grace.
 	report(1, 3, Report{Health: &Health{Healthy: false, Status: "StatusRecoverableError"}})
-	clk.Step(ApplyGrace + defaultApplyTimeout + UnhealthyGrace + time.Second)
+	clk.Step(ApplyGrace + defaultApplyTimeout + DefaultUnhealthyGrace + time.Second)
 	r.Sweep()
 	obs = r.Snapshot(group1, d.Hash).Rollout
 	g.Expect(obs.Failed).To(Equal(int32(2)))

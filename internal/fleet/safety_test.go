@@ -162,7 +162,7 @@ func TestNoUnhealthyWarningWhileAConfigIsApplied(t *testing.T) {
 	observe(Report{RemoteConfig: &RemoteConfigReport{Hash: got.Hash, Status: v1alpha1.ConfigStatusApplied}})
 	r.Sweep()
 	g.Expect(reasons(r.DrainEvents(group1))).NotTo(ContainElement(v1alpha1.EventUnhealthy), "not yet")
-	clk.Step(UnhealthyGrace)
+	clk.Step(DefaultUnhealthyGrace)
 	r.Sweep()
 	g.Expect(reasons(r.DrainEvents(group1))).To(ContainElement(v1alpha1.EventUnhealthy), "it persists")
 	r.Sweep()

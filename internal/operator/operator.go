@@ -78,6 +78,9 @@ type Options struct {
 	// ReplicaNamespace holds the replicas' Leases: the operator's own namespace. Defaults to
 	// LeaderElectionNamespace, then POD_NAMESPACE, then "default".
 	ReplicaNamespace string
+	// UnhealthyGrace is how long a collector may be unhealthy without an error before it is a Warning and
+	// fails a progressive rollout's revision; zero is fleet.DefaultUnhealthyGrace. Tests shorten it.
+	UnhealthyGrace time.Duration
 	// DrainPeriod spreads the closing of this replica's collector connections on shutdown; default 5 s.
 	DrainPeriod time.Duration
 }
@@ -187,7 +190,10 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 	// The fleet, the OpAMP server and the replica's reporting run on every replica: collectors connect to
 	// any of them.
 	var rep *replica.Replica
-	fl := fleet.New(fleet.Options{RemoteOwnMetrics: func() bool { return rep.Others(context.Background()) }})
+	fl := fleet.New(fleet.Options{
+		UnhealthyGrace:   o.UnhealthyGrace,
+		RemoteOwnMetrics: func() bool { return rep.Others(context.Background()) },
+	})
 	if err := mgr.Add(fl); err != nil {
 		return nil, err
 	}

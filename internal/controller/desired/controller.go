@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -113,22 +112,20 @@ func Desired(mc *v1alpha1.ManagedCollector, cm *corev1.ConfigMap, expected int) 
 		ApplyTimeout: manifests.ConfigApplyTimeout(mc),
 		MaxAgents:    manifests.MaxCollectors(mc, expected),
 	}
-	if ro := accepted.Rollout; ro != nil {
-		canary := labels.Nothing()
-		if spec := mc.Spec.Rollout; spec != nil && spec.CanarySelector != nil {
-			sel, err := metav1.LabelSelectorAsSelector(spec.CanarySelector)
-			if err != nil {
-				return fleet.Desired{}, false, fmt.Errorf("spec.rollout.canarySelector: %w", err)
-			}
-			canary = sel
+	if spec := mc.Spec.Rollout; spec != nil && spec.CanarySelector != nil {
+		sel, err := metav1.LabelSelectorAsSelector(spec.CanarySelector)
+		if err != nil {
+			return fleet.Desired{}, false, fmt.Errorf("spec.rollout.canarySelector: %w", err)
 		}
+		d.Canary = sel
+	}
+	if ro := accepted.Rollout; ro != nil {
 		d.Rollout = &fleet.Rollout{
 			Stable:      fleet.Revision{Config: ro.Stable, Hash: collectorconfig.Hash(ro.Stable)},
 			Phase:       ro.Phase,
 			Threshold:   ro.Threshold,
 			StepStarted: ro.StepStarted,
 			Superseded:  ro.Superseded,
-			Canary:      canary,
 			BakeTime:    rollout.BakeTime(mc.Spec.Rollout),
 		}
 	}

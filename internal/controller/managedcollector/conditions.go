@@ -93,9 +93,6 @@ func configApplied(in conditionInput) metav1.Condition {
 	case managed == 0:
 		return cond(v1alpha1.ConditionConfigApplied, true, v1alpha1.ReasonReadOnlyMembers,
 			fmt.Sprintf("none of the %d connected collectors accepts remote config: they are read-only members", c.Connected))
-	case c.ConfigFailed > 0:
-		return cond(v1alpha1.ConditionConfigApplied, false, v1alpha1.ReasonConfigFailed,
-			fmt.Sprintf("%d of %d connected collectors failed to apply the config%s%s", c.ConfigFailed, managed, note, prefixed(in.firstFailure)))
 	case ro != nil && ro.Phase == v1alpha1.RolloutRolledBack:
 		return cond(v1alpha1.ConditionConfigApplied, false, v1alpha1.ReasonRolledBack,
 			fmt.Sprintf("the rollout of config %s failed and was rolled back: collectors run %s; fix or revert spec.config%s",
@@ -104,6 +101,9 @@ func configApplied(in conditionInput) metav1.Condition {
 		return cond(v1alpha1.ConditionConfigApplied, false, v1alpha1.ReasonRolloutHalted,
 			fmt.Sprintf("the rollout of config %s halted at step %d of %d: %d collectors run it, no further collector gets it; fix or revert spec.config%s",
 				short(ro.Revision), ro.Step+1, in.steps, ro.Updated, failureText(ro)))
+	case c.ConfigFailed > 0:
+		return cond(v1alpha1.ConditionConfigApplied, false, v1alpha1.ReasonConfigFailed,
+			fmt.Sprintf("%d of %d connected collectors failed to apply the config%s%s", c.ConfigFailed, managed, note, prefixed(in.firstFailure)))
 	case c.ConfigDrifted > 0:
 		return cond(v1alpha1.ConditionConfigApplied, false, v1alpha1.ReasonConfigDrift,
 			fmt.Sprintf("%d of %d connected collectors report the config applied but do not run it; re-applying%s%s", c.ConfigDrifted, managed, note, prefixed(in.firstDrift)))

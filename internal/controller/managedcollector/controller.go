@@ -4,14 +4,15 @@
 package managedcollector
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -81,6 +82,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 		// Owned objects go with the garbage collector, agents with the informer's deletion handler.
 		return ctrl.Result{}, nil
 	}
+	if r.writes.stale(req.NamespacedName, mc.ResourceVersion) {
+		// The cache has not caught up with this reconciler's last status write: deciding from it again would
+		// repeat a rollout's transition and its Event.
+		return ctrl.Result{RequeueAfter: staleRetry}, nil
+	}
 	base := mc.DeepCopy()
 	now := r.clock().Now()
 
@@ -98,11 +104,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 		return ctrl.Result{}, nil
 	}
 	computeStatus(mc, obs, pl, applyErr)
-	r.record(mc, base, pl, applyErr)
 
-	wait, err := r.writeStatus(ctx, base, mc, now)
-	if err != nil && ctx.Err() == nil {
+	// A rollout's transition is written at once, and its Events only once it is: a held-back or failed
+	// write is decided again, and must not be announced twice.
+	wait, err := r.writeStatus(ctx, base, mc, now, len(pl.events) > 0 || rolloutMoved(base.Status.Rollout, mc.Status.Rollout))
+	switch {
+	case err != nil && ctx.Err() == nil:
 		retErr = errors.Join(retErr, err)
+	case err == nil && wait == 0:
+		r.record(mc, base, pl, applyErr)
 	}
 	if applyErr != nil {
 		return ctrl.Result{}, errors.Join(applyErr, retErr)
@@ -134,14 +144,14 @@ func (r *Reconciler) record(mc, base *v1alpha1.ManagedCollector, pl *plan, apply
 	}
 }
 
-// writeStatus writes the status if it changed: at once for a new generation, else at most once per
-// MinStatusInterval; it returns how long to wait before the held-back write.
-func (r *Reconciler) writeStatus(ctx context.Context, base, mc *v1alpha1.ManagedCollector, now time.Time) (time.Duration, error) {
-	if equality.Semantic.DeepEqual(base.Status, mc.Status) {
+// writeStatus writes the status if it changed: at once for a new generation or when urgent, else at most
+// once per MinStatusInterval; it returns how long to wait before the held-back write.
+func (r *Reconciler) writeStatus(ctx context.Context, base, mc *v1alpha1.ManagedCollector, now time.Time, urgent bool) (time.Duration, error) {
+	if sameStatus(&base.Status, &mc.Status) {
 		return 0, nil
 	}
 	key := client.ObjectKeyFromObject(mc)
-	if base.Status.ObservedGeneration == mc.Generation {
+	if base.Status.ObservedGeneration == mc.Generation && !urgent {
 		if wait := r.writes.wait(key, now); wait > 0 {
 			return wait, nil
 		}
@@ -149,14 +159,37 @@ func (r *Reconciler) writeStatus(ctx context.Context, base, mc *v1alpha1.Managed
 	if err := r.Status().Patch(ctx, mc, client.MergeFrom(base), client.FieldOwner(naming.FieldOwner)); err != nil {
 		return 0, err
 	}
-	r.writes.wrote(key, now)
+	if mc.ResourceVersion != base.ResourceVersion {
+		r.writes.wrote(key, now, base.ResourceVersion)
+	}
 	return 0, nil
 }
 
-// lastWrites is when each ManagedCollector's status was last written.
+// sameStatus compares two statuses as the API server stores them: times to the second, as they are
+// serialized; a difference below that would be an empty patch.
+func sameStatus(a, b *v1alpha1.ManagedCollectorStatus) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
+}
+
+// rolloutMoved says whether a rollout changed revision, phase or step.
+func rolloutMoved(a, b *v1alpha1.RolloutStatus) bool {
+	if a == nil || b == nil {
+		return (a == nil) != (b == nil)
+	}
+	return a.Revision != b.Revision || a.Phase != b.Phase || a.Step != b.Step
+}
+
+// staleRetry is how soon a reconcile that found the cache behind its last write is retried.
+const staleRetry = 50 * time.Millisecond
+
+// lastWrites is when each ManagedCollector's status was last written, and the resourceVersion the write
+// replaced: while the cache still shows that one, it is behind.
 type lastWrites struct {
-	mu sync.Mutex
-	at map[types.NamespacedName]time.Time
+	mu       sync.Mutex
+	at       map[types.NamespacedName]time.Time
+	replaced map[types.NamespacedName]string
 }
 
 func (w *lastWrites) wait(key types.NamespacedName, now time.Time) time.Duration {
@@ -169,19 +202,29 @@ func (w *lastWrites) wait(key types.NamespacedName, now time.Time) time.Duration
 	return MinStatusInterval - now.Sub(last)
 }
 
-func (w *lastWrites) wrote(key types.NamespacedName, now time.Time) {
+func (w *lastWrites) wrote(key types.NamespacedName, now time.Time, replaced string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.at == nil {
 		w.at = map[types.NamespacedName]time.Time{}
+		w.replaced = map[types.NamespacedName]string{}
 	}
 	w.at[key] = now
+	w.replaced[key] = replaced
+}
+
+// stale says whether the cache still shows the version the last write replaced.
+func (w *lastWrites) stale(key types.NamespacedName, resourceVersion string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.replaced[key] != "" && w.replaced[key] == resourceVersion
 }
 
 func (w *lastWrites) forget(key types.NamespacedName) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.at, key)
+	delete(w.replaced, key)
 }
 
 // soonest is the smallest positive duration; zero when there is none.

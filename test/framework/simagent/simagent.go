@@ -81,6 +81,9 @@ type Options struct {
 	OnConnectFailed func(error)
 	// OnConfig is called after the agent reported the outcome of a config it received.
 	OnConfig func(cfg *protobufs.AgentRemoteConfig, status protobufs.RemoteConfigStatuses)
+	// ReadOnly leaves out AcceptsRemoteConfig and ReportsRemoteConfig, as a plain collector with only the
+	// opamp extension does: it reports its health and effective config, and runs its own.
+	ReadOnly bool
 }
 
 // Agent is a running simulated supervisor.
@@ -208,6 +211,10 @@ func (a *Agent) connect() error {
 		}
 	}
 	caps := Capabilities
+	if a.opts.ReadOnly {
+		caps &^= protobufs.AgentCapabilities_AgentCapabilities_AcceptsRemoteConfig |
+			protobufs.AgentCapabilities_AgentCapabilities_ReportsRemoteConfig
+	}
 	if a.opts.OwnMetrics {
 		caps |= protobufs.AgentCapabilities_AgentCapabilities_ReportsOwnMetrics
 	}
