@@ -37,6 +37,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
 	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
 	"github.com/linkmesh/linkmesh-operator/internal/otlpintake"
+	"github.com/linkmesh/linkmesh-operator/internal/statusmetrics"
 )
 
 // Options configure the operator.
@@ -174,7 +175,7 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 	}
 	lis.Handle(otlpintake.Path, intake)
 	// The last operator built in a process owns the series; only tests build more than one.
-	for _, c := range []prometheus.Collector{otlpintake.NewCollector(fl), fleet.NewMetrics(fl)} {
+	for _, c := range []prometheus.Collector{otlpintake.NewCollector(fl), fleet.NewMetrics(fl), statusmetrics.New(mgr.GetCache())} {
 		ctrlmetrics.Registry.Unregister(c)
 		if err := ctrlmetrics.Registry.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the fleet metrics: %w", err)
