@@ -14,9 +14,9 @@ import (
 
 // The topology's geometry, in SVG user units (pixels at 100%).
 const (
-	nodeW      = 200
-	nodeH      = 48
-	colGap     = 64
+	nodeW      = 210
+	nodeH      = 58
+	colGap     = 120
 	rowGap     = 14
 	laneHeader = 30
 	laneGap    = 18
@@ -39,8 +39,10 @@ type topoNode struct {
 	pipeline string
 	x, y     int
 	stats    string
-	detail   string
-	bad      bool
+	// more is a third line: an exporter's queue.
+	more   string
+	detail string
+	bad    bool
 }
 
 type topoEdge struct {
@@ -143,7 +145,7 @@ func RenderTopology(config string, th *v1alpha1.ThroughputStatus) (string, error
 			}
 			n.x, n.y = place(exporterCol, i, len(exps))
 			r := rates[rateKey{v1alpha1.ComponentExporter, id, signal}]
-			n.stats, n.detail, n.bad = r.exporterStats()
+			n.stats, n.more, n.detail, n.bad = r.exporterStats()
 			nodes = append(nodes, n)
 			right = append(right, n)
 		}
@@ -187,12 +189,13 @@ func RenderTopology(config string, th *v1alpha1.ThroughputStatus) (string, error
 		mx := (x1 + x2) / 2
 		fmt.Fprintf(&b, `<path class="%s" d="M%d,%d C%d,%d %d,%d %d,%d" marker-end="url(#lm-arrow)"/>`+"\n", edgeClass("edge", e.bad), x1, y1, mx, y1, mx, y2, x2, y2)
 		if e.label != "" {
-			// Near the target end, where edges of one fan are apart.
-			lx, ly := x2-colGap/2, y2-4
-			if e.from.kind == "receiver" || e.from.kind == "connector" && e.from.x == colX(0) {
-				lx, ly = x1+colGap/2, y1-4
+			// At the end where the edges of one fan are apart: a receiver's where it leaves, an exporter's
+			// where it arrives.
+			lx, ly, anchor := x2-8, y2-6, "end"
+			if e.from.x == colX(0) {
+				lx, ly, anchor = x1+8, y1-6, "start"
 			}
-			fmt.Fprintf(&b, `<text class="%s" x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", edgeClass("edge-label", e.bad), lx, ly, esc(e.label))
+			fmt.Fprintf(&b, `<text class="%s" x="%d" y="%d" text-anchor="%s">%s</text>`+"\n", edgeClass("edge-label", e.bad), lx, ly, anchor, esc(e.label))
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(connectorFrom)) {
@@ -221,8 +224,12 @@ func RenderTopology(config string, th *v1alpha1.ThroughputStatus) (string, error
 		if n.detail != "" {
 			title += ": " + n.detail
 		}
-		fmt.Fprintf(&b, `<g class="%s" data-component="%s" data-pipeline="%s"><title>%s</title><rect x="%d" y="%d" width="%d" height="%d" rx="5"/><text class="node-id" x="%d" y="%d">%s</text><text class="stat" x="%d" y="%d">%s</text></g>`+"\n",
-			cls, esc(n.kind+"/"+n.id), esc(n.pipeline), esc(title), n.x, n.y, nodeW, nodeH, n.x+10, n.y+20, esc(label), n.x+10, n.y+38, esc(n.stats))
+		more := ""
+		if n.more != "" {
+			more = fmt.Sprintf(`<text class="stat" x="%d" y="%d">%s</text>`, n.x+10, n.y+51, esc(n.more))
+		}
+		fmt.Fprintf(&b, `<g class="%s" data-component="%s" data-pipeline="%s"><title>%s</title><rect x="%d" y="%d" width="%d" height="%d" rx="5"/><text class="node-id" x="%d" y="%d">%s</text><text class="stat" x="%d" y="%d">%s</text>%s</g>`+"\n",
+			cls, esc(n.kind+"/"+n.id), esc(n.pipeline), esc(title), n.x, n.y, nodeW, nodeH, n.x+10, n.y+19, esc(label), n.x+10, n.y+35, esc(n.stats), more)
 	}
 	b.WriteString("</svg>\n")
 	return b.String(), nil
@@ -322,18 +329,17 @@ func (r componentRate) receiverStats() (stats, detail string, bad bool) {
 	return stats, stats, r.errRate > 0
 }
 
-func (r componentRate) exporterStats() (stats, detail string, bad bool) {
+func (r componentRate) exporterStats() (stats, more, detail string, bad bool) {
 	if !r.known {
-		return "no throughput reported", "", false
+		return "no throughput reported", "", "", false
 	}
 	stats = fmt.Sprintf("%s/s · %s failed/s", formatRate(r.rate), formatRate(r.errRate))
 	detail = stats
 	if r.hasQueue {
-		q := fmt.Sprintf("queue %d/%d", r.queueSize, r.queueCap)
-		stats += " · " + q
-		detail += ", " + q
+		more = fmt.Sprintf("queue %d/%d", r.queueSize, r.queueCap)
+		detail += ", " + more
 	}
-	return stats, detail, r.errRate > 0
+	return stats, more, detail, r.errRate > 0
 }
 
 func (r componentRate) receiverEdge() (string, bool) {
