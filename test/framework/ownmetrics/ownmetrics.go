@@ -130,7 +130,7 @@ func (d Destination) Post(e Export) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	data, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("POST %s: %s: %s", d.Endpoint, resp.Status, data)
