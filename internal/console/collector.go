@@ -146,8 +146,12 @@ var agentColumns = []column[agentRow]{
 var conditionColumns = []column[metav1.Condition]{
 	{"Type", func(c metav1.Condition, _ time.Time) cell { return cell{Text: c.Type} }},
 	{"Status", func(c metav1.Condition, _ time.Time) cell {
-		inverted := c.Type == "Stalled" || c.Type == "Reconciling"
-		return conditionCell([]metav1.Condition{c}, c.Type, inverted)
+		// kstatus's abnormal-true conditions: Stalled=True needs a person, Reconciling=True is work in progress.
+		out := conditionCell([]metav1.Condition{c}, c.Type, c.Type == "Stalled" || c.Type == "Reconciling")
+		if c.Type == "Reconciling" && c.Status == metav1.ConditionTrue {
+			out.Class = "warn"
+		}
+		return out
 	}},
 	{"Reason", func(c metav1.Condition, _ time.Time) cell { return cell{Text: c.Reason} }},
 	{"Message", func(c metav1.Condition, _ time.Time) cell { return cell{Text: c.Message, Class: "message"} }},

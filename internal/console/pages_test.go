@@ -130,3 +130,22 @@ func BenchmarkCollectorsPage(b *testing.B) {
 		}
 	}
 }
+
+// TestNewConditionsShowByThemselves: conditions the page does not know (kstatus's Reconciling and Stalled,
+// which the API is getting) appear with their meaning: Stalled=True is bad, Reconciling=True in progress.
+func TestNewConditionsShowByThemselves(t *testing.T) {
+	mc := sampleCollector()
+	mc.Status.Conditions = append(mc.Status.Conditions,
+		metav1.Condition{Type: "Reconciling", Status: metav1.ConditionTrue, Reason: "RollingOut"},
+		metav1.Condition{Type: "Stalled", Status: metav1.ConditionTrue, Reason: "ConfigRejected"})
+	p := buildCollectorPage(mc, collectorSections{}, now)
+	classes := map[string]string{}
+	for _, row := range p.Conditions.Rows {
+		classes[row[0].Text] = row[1].Class
+	}
+	for typ, want := range map[string]string{"Ready": "bad", "Reconciling": "warn", "Stalled": "bad"} {
+		if classes[typ] != want {
+			t.Errorf("%s shows as %q, want %q", typ, classes[typ], want)
+		}
+	}
+}

@@ -135,6 +135,11 @@ func text(t *testing.T, ctx context.Context, sel string) string {
 	return s
 }
 
+// chromedpCount is how many elements match the CSS selector.
+func chromedpCount(ctx context.Context, sel string) (int, error) {
+	return chromedp.Run(ctx, chromedp.Evaluate[int](fmt.Sprintf("document.querySelectorAll(%q).length", sel)))
+}
+
 // svgText is the text of an SVG element, which has no innerText.
 func svgText(t *testing.T, ctx context.Context, sel string) string {
 	t.Helper()
