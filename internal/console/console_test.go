@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -120,5 +121,22 @@ func TestPagesFromTheCache(t *testing.T) {
 	g.Expect(code).To(Equal(http.StatusNotFound))
 	if strings.Contains(body, "<script>") {
 		t.Error("a page carries an inline script, which the Content-Security-Policy refuses")
+	}
+}
+
+// TestTakenPortFailsAtOnce: the console binds when the operator is built, so a taken port fails start-up with
+// a message that names it, rather than later inside the running manager.
+func TestTakenPortFailsAtOnce(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	_, err = operator.New(env.Config, operator.Options{
+		MetricsAddr: "0", ProbeAddr: "0", OpAMPBindAddress: "127.0.0.1:0",
+		ConsoleBindAddress: taken.Addr().String(), SkipControllerNameValidation: true,
+	})
+	if err == nil || !strings.Contains(err.Error(), "console: listening on "+taken.Addr().String()) {
+		t.Errorf("want a start-up error naming the console's address, got %v", err)
 	}
 }
