@@ -79,14 +79,15 @@ func get(t *testing.T, url, token string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// collector creates a ManagedCollector and connects a simulated supervisor to it.
+// collector creates a DaemonSet ManagedCollector and connects a simulated supervisor to it with the pods'
+// token (envtest schedules no pods: the test plays one).
 func collector(t *testing.T, s started, ns, name, host string) *simagent.Agent {
 	t.Helper()
 	g := NewWithT(t)
 	ctx := context.Background()
 	mc := &v1alpha1.ManagedCollector{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       v1alpha1.ManagedCollectorSpec{Mode: v1alpha1.ModeExternal, Config: config},
+		Spec:       v1alpha1.ManagedCollectorSpec{Mode: v1alpha1.ModeDaemonSet, Config: config},
 	}
 	g.Expect(env.Client.Create(ctx, mc)).To(Succeed())
 	sec := &corev1.Secret{}

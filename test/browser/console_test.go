@@ -203,14 +203,15 @@ var (
 	readEvents     = rbacv1.PolicyRule{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"list"}}
 )
 
-// fleet is a ManagedCollector with simulated collectors that report own metrics.
+// fleet is a DaemonSet ManagedCollector with simulated collectors (playing its pods; envtest schedules none)
+// that report own metrics.
 func fleet(t *testing.T, op *operator.Operator, ns, name string, hosts ...string) {
 	t.Helper()
 	g := NewWithT(t)
 	ctx := context.Background()
 	mc := &v1alpha1.ManagedCollector{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       v1alpha1.ManagedCollectorSpec{Mode: v1alpha1.ModeExternal, Config: config},
+		Spec:       v1alpha1.ManagedCollectorSpec{Mode: v1alpha1.ModeDaemonSet, Config: config},
 	}
 	g.Expect(env.Client.Create(ctx, mc)).To(Succeed())
 	sec := &corev1.Secret{}
@@ -305,7 +306,7 @@ func TestConsole(t *testing.T) {
 		row := text(t, b, fmt.Sprintf(`tr:has(a[href="/collectors/%s/web"])`, teamA))
 		cells := strings.Fields(row)
 		// Namespace Name Mode Ready Connected Applied Healthy Failed Drifted In Out Age
-		g.Expect(cells[:9]).To(Equal([]string{teamA, "web", "External", "True",
+		g.Expect(cells[:9]).To(Equal([]string{teamA, "web", "DaemonSet", "True",
 			fmt.Sprintf("%d/%d", mc.Status.Counts.Connected, mc.Status.Counts.Desired),
 			fmt.Sprint(mc.Status.Counts.ConfigApplied), fmt.Sprint(mc.Status.Counts.Healthy), "0", "0"}))
 		th := mc.Status.Throughput

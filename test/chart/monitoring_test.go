@@ -334,7 +334,7 @@ func TestQueriesParseAndUseExportedMetrics(t *testing.T) {
 	ctx := context.Background()
 	mc := &v1alpha1.ManagedCollector{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "edge"},
-		Spec:       v1alpha1.ManagedCollectorSpec{Mode: v1alpha1.ModeExternal, Config: validConfig},
+		Spec:       v1alpha1.ManagedCollectorSpec{Mode: v1alpha1.ModeDaemonSet, Config: validConfig},
 	}
 	if err := env.Client.Create(ctx, mc); err != nil {
 		t.Fatal(err)
