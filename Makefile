@@ -48,8 +48,8 @@ REPO_SCRIPTS := $(wildcard hack/*.sh hack/lib/*.sh) .ci/run
 
 .PHONY: lint
 lint: ## go vet, golangci-lint (pinned in hack/lint/go.mod) with .golangci.yml, and shellcheck (Debian package).
-	go vet -tags e2e,realnode ./...
-	$(GOLANGCI_LINT) run --build-tags e2e,realnode ./...
+	go vet -tags e2e,realnode,browser ./...
+	$(GOLANGCI_LINT) run --build-tags e2e,realnode,browser ./...
 	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: apt-get install shellcheck"; exit 1; }
 	shellcheck --shell=sh $(INSTALLER_SCRIPT)
 	shellcheck --severity=warning $(REPO_SCRIPTS)
@@ -120,6 +120,10 @@ test-realnode: ## As root: helm install and real DaemonSet pods on a one-node Ku
 .PHONY: images
 images: ## Build the pause, operator and agent images as docker-archive tarballs in .images/, without Docker.
 	hack/images.sh .images
+
+.PHONY: test-browser
+test-browser: ## The web console in headless chromium (Debian's chromium; CONSOLE_SCREENSHOTS=DIR keeps screenshots).
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test -tags browser -count=1 -v -timeout 10m ./test/browser/
 
 .PHONY: test-e2e
 test-e2e: ## End-to-end tests with the real upstream supervisor and collector.

@@ -11,6 +11,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/linkmesh/linkmesh-operator/internal/console"
 	"github.com/linkmesh/linkmesh-operator/internal/manifests"
 	"github.com/linkmesh/linkmesh-operator/internal/operator"
 )
@@ -49,6 +50,10 @@ func run() error {
 	flag.StringVar(&o.MirrorDir, "mirror-dir", "",
 		"Directory of upstream otelcol-contrib and opampsupervisor release files (with .sha256 files) that "+
 			"install-opamp.sh downloads from /api/v1/downloads/bin/ on air-gapped hosts; empty serves no mirror.")
+	flag.StringVar(&o.ConsoleBindAddress, "console-bind-address", console.DefaultBindAddress,
+		"Address of the read-only web console; 0 disables it. On loopback (the default) it is reached with "+
+			"kubectl port-forward; on any other address every request needs a Kubernetes bearer token, checked "+
+			"with TokenReview and SubjectAccessReview.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -71,6 +76,6 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	ctrl.Log.WithName("setup").Info("Starting the operator", "externalURL", op.ExternalURL(), "listener", op.ListenerAddr().String())
+	ctrl.Log.WithName("setup").Info("Starting the operator", "externalURL", op.ExternalURL(), "listener", op.ListenerAddr().String(), "console", op.ConsoleAddr())
 	return op.Start(ctrl.SetupSignalHandler())
 }

@@ -14,6 +14,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -29,6 +31,7 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/controller/desired"
+	"github.com/linkmesh/linkmesh-operator/internal/console"
 	"github.com/linkmesh/linkmesh-operator/internal/controller/enrollmenttoken"
 	"github.com/linkmesh/linkmesh-operator/internal/controller/managedcollector"
 	"github.com/linkmesh/linkmesh-operator/internal/credential"
@@ -42,6 +45,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
 	"github.com/linkmesh/linkmesh-operator/internal/otlpintake"
 	"github.com/linkmesh/linkmesh-operator/internal/replica"
+	"github.com/linkmesh/linkmesh-operator/internal/statusmetrics"
 )
 
 // Options configure the operator.
@@ -68,6 +72,11 @@ type Options struct {
 	AgentImage string
 	// MirrorDir (--mirror-dir) is served under /api/v1/downloads/bin/ to installers on air-gapped hosts.
 	MirrorDir string
+	// ConsoleBindAddress is the read-only web console's address (--console-bind-address); empty or "0"
+	// serves none. On anything but loopback it requires a Kubernetes bearer token.
+	ConsoleBindAddress string
+	// ConsoleRequireToken requires the bearer token on loopback too (tests, which may bind only 127.0.0.1).
+	ConsoleRequireToken bool
 	// Clock drives EnrollmentToken expiry; nil means the real clock.
 	Clock clock.PassiveClock
 	// SkipControllerNameValidation lets one process build the operator more than once (controller-runtime
@@ -106,6 +115,7 @@ func NewScheme() (*runtime.Scheme, error) {
 type Operator struct {
 	ctrl.Manager
 	listener    *listener.Server
+	console     *console.Server
 	externalURL string
 }
 
@@ -114,6 +124,14 @@ func (op *Operator) ExternalURL() string { return op.externalURL }
 
 // ListenerAddr is the bound address of the OpAMP listener.
 func (op *Operator) ListenerAddr() net.Addr { return op.listener.Addr() }
+
+// ConsoleAddr is the bound address of the console, nil when it is off.
+func (op *Operator) ConsoleAddr() net.Addr {
+	if op.console == nil {
+		return nil
+	}
+	return op.console.Addr()
+}
 
 // New builds the operator and binds its listener, so a taken port fails here rather than after start-up.
 // Start it with Start.
@@ -178,6 +196,8 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: owned, &corev1.ConfigMap{}: owned, &appsv1.DaemonSet{}: owned,
 			&v1alpha1.CollectorShare{}: owned, &coordinationv1.Lease{}: replicaLeases,
+			// The console shows the Events about ManagedCollectors, and no others.
+			&eventsv1.Event{}: {Field: fields.OneTermEqualSelector("regarding.kind", "ManagedCollector")},
 		}},
 	})
 	if err != nil {
@@ -232,7 +252,7 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 	}
 	lis.Handle(otlpintake.Path, intake)
 	// The last operator built in a process owns the series; only tests build more than one.
-	for _, c := range []prometheus.Collector{otlpintake.NewCollector(fl), fleet.NewMetrics(fl)} {
+	for _, c := range []prometheus.Collector{otlpintake.NewCollector(fl), fleet.NewMetrics(fl), statusmetrics.New(mgr.GetCache())} {
 		ctrlmetrics.Registry.Unregister(c)
 		if err := ctrlmetrics.Registry.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the fleet metrics: %w", err)
@@ -279,7 +299,17 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 	if err := mgr.AddReadyzCheck("opamp", lis.Ready); err != nil {
 		return nil, err
 	}
-	return &Operator{Manager: mgr, listener: lis, externalURL: o.ExternalURL}, nil
+	op := &Operator{Manager: mgr, listener: lis, externalURL: o.ExternalURL}
+	if o.ConsoleBindAddress != "" && o.ConsoleBindAddress != "0" {
+		if op.console, err = console.New(mgr, console.Options{BindAddress: o.ConsoleBindAddress, RequireToken: o.ConsoleRequireToken, Clock: o.Clock}); err != nil {
+			return nil, err
+		}
+		if err := mgr.Add(op.console); err != nil {
+			_ = op.console.Close()
+			return nil, err
+		}
+	}
+	return op, nil
 }
 
 // localURL is the listener's address as a URL, with 127.0.0.1 for an unspecified host.

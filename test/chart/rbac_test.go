@@ -4,14 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -73,6 +78,9 @@ func TestRBACCutVerbFails(t *testing.T) {
 			},
 		},
 		{name: "events create", kind: "ClusterRole", group: "events.k8s.io", resource: "events", verb: "create"},
+		// The console, exposed, reviews each viewer's token and access.
+		{name: "tokenreviews create", kind: "ClusterRole", group: "authentication.k8s.io", resource: "tokenreviews", verb: "create"},
+		{name: "subjectaccessreviews create", kind: "ClusterRole", group: "authorization.k8s.io", resource: "subjectaccessreviews", verb: "create"},
 		// Without create the Lease never exists, so no replica ever leads. (Without update the leader reconciles
 		// until its first renewal fails, then the manager exits: a crash loop, but after this check has passed.)
 		{name: "leases create", kind: "Role", group: "coordination.k8s.io", resource: "leases", verb: "create"},
@@ -111,6 +119,29 @@ func TestRBACCutVerbFails(t *testing.T) {
 			}
 		})
 	}
+}
+
+// consoleViewer creates a ServiceAccount in ns that may get ManagedCollectors there and returns a token of it.
+func consoleViewer(ctx context.Context, ns string) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "console-viewer"}}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "console-viewer"}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"managedcollectors"}, Verbs: []string{"get"}},
+	}}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "console-viewer"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: sa.Name}},
+	}
+	for _, o := range []client.Object{sa, role, binding} {
+		if err := env.Client.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+			return "", err
+		}
+	}
+	tr := &authenticationv1.TokenRequest{}
+	if err := env.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
+		return "", fmt.Errorf("requesting a token of %s: %w", sa.Name, err)
+	}
+	return tr.Status.Token, nil
 }
 
 // cutVerb removes verb from every rule of role that grants it on group/resource, splitting shared rules so the
@@ -175,6 +206,8 @@ func operatorDoesItsJob(t *testing.T, cfg *rest.Config, leaseNamespace string, t
 	op, stop, err := testenv.RunOperator(&testenv.Env{Config: cfg, Client: env.Client}, operator.Options{
 		LeaderElect:             true,
 		LeaderElectionNamespace: leaseNamespace,
+		ConsoleBindAddress:      "127.0.0.1:0",
+		ConsoleRequireToken:     true,
 		// Every case runs the operator again in this process.
 		SkipControllerNameValidation: true,
 	})
@@ -228,6 +261,7 @@ func operatorDoesItsJob(t *testing.T, cfg *rest.Config, leaseNamespace string, t
 		return nil
 	}
 
+	var viewerToken string
 	steps := []struct {
 		what  string
 		check func(context.Context) error
@@ -285,6 +319,30 @@ func operatorDoesItsJob(t *testing.T, cfg *rest.Config, leaseNamespace string, t
 				return fmt.Errorf("phase %q, secretName %q; want Pending and a Secret", et.Status.Phase, et.Status.SecretName)
 			}
 			return connect(ctx, et.Status.SecretName, v1alpha1.TokenSecretKey, "web-01")
+		}},
+		{"the console showing the ManagedCollector to a viewer", func(ctx context.Context) error {
+			if viewerToken == "" {
+				tok, err := consoleViewer(ctx, ns)
+				if err != nil {
+					return err
+				}
+				viewerToken = tok
+			}
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+op.ConsoleAddr().String()+"/collectors/"+ns+"/"+good.Name, nil)
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Authorization", "Bearer "+viewerToken)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "node-1") {
+				return fmt.Errorf("console: %s: %.200s", resp.Status, body)
+			}
+			return nil
 		}},
 		{"the EnrollmentToken Redeemed", func(ctx context.Context) error {
 			et := &v1alpha1.EnrollmentToken{}

@@ -123,7 +123,7 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("CRD %s: helm.sh/resource-policy = %q, want keep so helm uninstall leaves every custom resource", name, got)
 		}
 	}
-	for _, kind := range []string{"Ingress", "ServiceMonitor", "Certificate", "Namespace", "Secret"} {
+	for _, kind := range []string{"Ingress", "ServiceMonitor", "PrometheusRule", "Certificate", "Namespace", "Secret"} {
 		for _, o := range objs {
 			if o.GetKind() == kind {
 				t.Errorf("the defaults render %s, which should be opt-in (or, for a Secret, never generated)", key(o))
