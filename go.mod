@@ -15,6 +15,7 @@ require (
 	github.com/prometheus/common v0.70.0
 	github.com/prometheus/procfs v0.21.1
 	github.com/prometheus/prometheus v0.313.2
+	github.com/yuin/gopher-lua v1.1.2
 	go.opentelemetry.io/collector/pdata v1.60.0
 	go.uber.org/zap v1.28.0
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260610212136-7ab31c22f7ad

@@ -16,7 +16,6 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
+	"github.com/linkmesh/linkmesh-operator/test/framework/argocdhealth"
 	"github.com/linkmesh/linkmesh-operator/test/framework/simagent"
 	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
 )
@@ -107,15 +107,25 @@ func cond(mc *v1alpha1.ManagedCollector, t string) metav1.Condition {
 
 // kstatusOf is what kstatus (and so kubectl's and Flux's wait) makes of the object as the API server has it.
 func kstatusOf(g Gomega, key types.NamespacedName) status.Status {
-	mc := get(g, key)
-	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(mc)
-	g.Expect(err).NotTo(HaveOccurred())
-	u := &unstructured.Unstructured{Object: raw}
-	u.SetAPIVersion(v1alpha1.GroupVersion.String())
-	u.SetKind("ManagedCollector")
-	res, err := status.Compute(u)
+	res, err := status.Compute(served(g, key))
 	g.Expect(err).NotTo(HaveOccurred())
 	return res.Status
+}
+
+// argoHealth is what Argo CD's health check in config/argocd makes of it.
+func argoHealth(g Gomega, key types.NamespacedName) string {
+	st, _, err := argocdhealth.Health(argocdhealth.ManagedCollector, served(g, key).Object)
+	g.Expect(err).NotTo(HaveOccurred())
+	return st
+}
+
+// served is the ManagedCollector as the API server serves it, as JSON decodes it.
+func served(g Gomega, key types.NamespacedName) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion(v1alpha1.GroupVersion.String())
+	u.SetKind("ManagedCollector")
+	g.Expect(env.Client.Get(context.Background(), key, u)).To(Succeed())
+	return u
 }
 
 // fleet is a set of simulated supervisors; fail says which config hashes an agent fails.

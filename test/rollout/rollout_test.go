@@ -37,6 +37,7 @@ func TestStepsHappenInOrderAndBake(t *testing.T) {
 	}, timeout, interval).Should(Succeed())
 	g.Expect(f.sent(h)).To(Equal(1), "step 1 is one collector")
 	g.Expect(kstatusOf(g, key)).To(Equal(status.InProgressStatus))
+	g.Expect(argoHealth(g, key)).To(Equal("Progressing"))
 	mc := get(g, key)
 	g.Expect(cond(mc, v1alpha1.ConditionReconciling).Status).To(Equal(metav1.ConditionTrue))
 	g.Expect(cond(mc, v1alpha1.ConditionReady).Reason).To(Equal(v1alpha1.ReasonRollingOut))
@@ -62,6 +63,7 @@ func TestStepsHappenInOrderAndBake(t *testing.T) {
 	t.Logf("MEASURE edit -> Complete, 3 steps, bake %v: %v", bake, time.Since(edited))
 	waitApplied(t, key, f, h)
 	g.Expect(kstatusOf(g, key)).To(Equal(status.CurrentStatus))
+	g.Expect(argoHealth(g, key)).To(Equal("Healthy"))
 	mc = get(g, key)
 	g.Expect(mc.Status.History[0]).To(And(HaveField("Hash", h), HaveField("Outcome", v1alpha1.OutcomeComplete)))
 	g.Expect(mc.Status.History[1]).To(And(HaveField("Hash", sha(config(0))), HaveField("Outcome", v1alpha1.OutcomeComplete)))
@@ -98,6 +100,7 @@ func TestAFailingCanaryRollsBack(t *testing.T) {
 	g.Expect(cond(mc, v1alpha1.ConditionReady).Reason).To(Equal(v1alpha1.ReasonRolledBack))
 	g.Expect(cond(mc, v1alpha1.ConditionStalled).Status).To(Equal(metav1.ConditionTrue))
 	g.Expect(kstatusOf(g, key)).To(Equal(status.FailedStatus))
+	g.Expect(argoHealth(g, key)).To(Equal("Degraded"))
 	g.Expect(mc.Status.History[0]).To(HaveField("Outcome", v1alpha1.OutcomeRolledBack))
 	// Everyone runs the stable config; nobody but the canary ever got the bad one.
 	g.Eventually(func() int { return f.running(stable) }, timeout, interval).Should(Equal(agents))
@@ -167,6 +170,7 @@ func TestPauseAndResume(t *testing.T) {
 		g.Expect(f.sent(h)).To(BeNumerically("<=", 1))
 	}, 3*bake, interval).Should(Succeed())
 	g.Expect(kstatusOf(g, key)).To(Equal(status.InProgressStatus))
+	g.Expect(argoHealth(g, key)).To(Equal("Suspended"))
 
 	edit(g, key, func(s *v1alpha1.ManagedCollectorSpec) { s.Rollout.Paused = false })
 	g.Eventually(func(g Gomega) {
