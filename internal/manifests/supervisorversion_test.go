@@ -148,7 +148,7 @@ func TestPodSupervisorVersion(t *testing.T) {
 // version older than the rules cover is an error rather than a file its supervisor may refuse.
 func TestPodSupervisorYAMLFollowsTheVersion(t *testing.T) {
 	mc := collector(func(mc *v1alpha1.ManagedCollector) { mc.Spec.Images.Supervisor = "registry.example/agent:0.161.0" })
-	out, err := PodSupervisorYAML(mc, testEndpoint)
+	out, err := PodSupervisorYAML(mc, testEndpoint, DefaultSupervisorImage)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,8 +160,17 @@ func TestPodSupervisorYAMLFollowsTheVersion(t *testing.T) {
 		t.Errorf("supervisor 0.161.0:\n%s", out)
 	}
 
+	// The operator's --agent-image decides for pods without spec.images.supervisor.
+	out, err = PodSupervisorYAML(collector(nil), testEndpoint, "registry.example/agent:0.161.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m = nil; yaml.Unmarshal(out, &m) != nil || hasKey(t, m, "capabilities.reports_remote_config") {
+		t.Errorf("default image of supervisor 0.161.0:\n%s", out)
+	}
+
 	mc.Spec.Supervisor.Version = "0.120.0"
-	if _, err := PodSupervisorYAML(mc, testEndpoint); err == nil || !strings.Contains(err.Error(), "older than 0.135.0") {
+	if _, err := PodSupervisorYAML(mc, testEndpoint, DefaultSupervisorImage); err == nil || !strings.Contains(err.Error(), "older than 0.135.0") {
 		t.Errorf("supervisor 0.120.0: error %v", err)
 	}
 }

@@ -183,7 +183,7 @@ func (r *Reconciler) reconcileWorkload(ctx context.Context, mc *v1alpha1.Managed
 		}
 		return nil
 	}
-	sup, err := manifests.PodSupervisorYAML(mc, r.OpAMPEndpoint)
+	sup, err := manifests.PodSupervisorYAML(mc, r.OpAMPEndpoint, r.DefaultSupervisorImage)
 	if err != nil {
 		return err
 	}
