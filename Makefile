@@ -100,6 +100,13 @@ demo: plugin ## The operator on an embedded local control plane, with config/sam
 plugin: ## Build the kubectl plugin, bin/kubectl-linkmesh (put it on PATH for `kubectl linkmesh`).
 	go build -o bin/kubectl-linkmesh ./cmd/kubectl-linkmesh
 
+# The release the krew manifest is written for; the chart and the operator are released together.
+VERSION ?= v$(shell awk '$$1 == "appVersion:" {gsub(/"/, "", $$2); print $$2}' charts/linkmesh-operator/Chart.yaml)
+
+.PHONY: krew-manifest
+krew-manifest: ## At a release: build the plugin's archives into dist/ and write plugins/linkmesh.yaml for VERSION.
+	hack/krew-manifest.sh $(VERSION)
+
 .PHONY: mirror
 mirror: ## Stage the e2e supervisor and collector as an air-gap mirror in .mirror/ (serve it with --mirror-dir=.mirror).
 	hack/stage-mirror.sh .mirror
