@@ -300,29 +300,36 @@ const hostOTLPPort = "14317"
 func settle(c client.Client, collectors ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
+	// Until the deadline, a failed read is a reason to look again, not to stop sooner.
 	_ = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		events := &eventsv1.EventList{}
-		if err := c.List(ctx, events, client.InNamespace("default")); err != nil {
-			return false, nil
+		done, err := settled(ctx, c, collectors)
+		return done && err == nil, nil
+	})
+}
+
+// settled says whether no collector of collectors is connected and each has its Disconnected event.
+func settled(ctx context.Context, c client.Client, collectors []string) (bool, error) {
+	events := &eventsv1.EventList{}
+	if err := c.List(ctx, events, client.InNamespace("default")); err != nil {
+		return false, err
+	}
+	for _, name := range collectors {
+		mc := &v1alpha1.ManagedCollector{}
+		if err := c.Get(ctx, types.NamespacedName{Namespace: "default", Name: name}, mc); err != nil {
+			return false, err
 		}
-		for _, name := range collectors {
-			mc := &v1alpha1.ManagedCollector{}
-			if err := c.Get(ctx, types.NamespacedName{Namespace: "default", Name: name}, mc); err != nil {
+		for _, a := range mc.Status.Agents {
+			if a.Connected {
 				return false, nil
 			}
-			for _, a := range mc.Status.Agents {
-				if a.Connected {
-					return false, nil
-				}
-				if !slices.ContainsFunc(events.Items, func(e eventsv1.Event) bool {
-					return e.Reason == v1alpha1.EventDisconnected && e.Regarding.Name == name && strings.Contains(e.Note, a.InstanceUID)
-				}) {
-					return false, nil
-				}
+			if !slices.ContainsFunc(events.Items, func(e eventsv1.Event) bool {
+				return e.Reason == v1alpha1.EventDisconnected && e.Regarding.Name == name && strings.Contains(e.Note, a.InstanceUID)
+			}) {
+				return false, nil
 			}
 		}
-		return true, nil
-	})
+	}
+	return true, nil
 }
 
 // applySamples creates every object in dir's YAML files.
