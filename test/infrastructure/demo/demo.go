@@ -141,8 +141,8 @@ func Run(ctx context.Context, o Options) (retErr error) {
 	say("Applied config/samples")
 
 	var procs []*localagent.Process
-	// Registered first, so it runs last: the collectors have stopped and the operator has recorded it
-	// before the deferred operator stop cancels anything.
+	// Deferred after the operator's and the control plane's stops, so it runs before them: the collectors
+	// have stopped and the operator has recorded it before anything of the operator is cancelled.
 	defer func() {
 		for _, p := range procs {
 			if err := p.Stop(15 * time.Second); err != nil {
