@@ -102,11 +102,25 @@ docker-build: ## Build the operator image (IMG=...; needs a Docker engine, none 
 
 E2E_BIN = $(shell hack/e2e-binaries.sh)
 
+# The version of the e2e supervisor, pinned in hack/e2e/go.mod: the demo's mirror names it truly.
+E2E_SUPERVISOR_VERSION = $(shell awk '$$1 ~ /cmd\/opampsupervisor$$/ {sub(/^v/, "", $$2); print $$2}' hack/e2e/go.mod)
+
 .PHONY: demo
-demo: ## The operator on an embedded local control plane, with config/samples and a node played by the real supervisor.
+demo: plugin ## The operator on an embedded local control plane, with config/samples, a node played by the real supervisor and an enrolled host.
 	go build -o bin/demo ./cmd/demo
-	LINKMESH_E2E_BIN="$(E2E_BIN)" hack/stage-mirror.sh .demo/mirror >/dev/null
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" bin/demo --bin "$(E2E_BIN)" --mirror-dir .demo/mirror
+	LINKMESH_E2E_BIN="$(E2E_BIN)" hack/stage-mirror.sh .demo/mirror 0.153.0 $(E2E_SUPERVISOR_VERSION) >/dev/null
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" bin/demo --bin "$(E2E_BIN)" --mirror-dir .demo/mirror --host-supervisor-version $(E2E_SUPERVISOR_VERSION)
+
+.PHONY: plugin
+plugin: ## Build the kubectl plugin, bin/kubectl-linkmesh (put it on PATH for `kubectl linkmesh`).
+	go build -o bin/kubectl-linkmesh ./cmd/kubectl-linkmesh
+
+# The release the krew manifest is written for; the chart and the operator are released together.
+VERSION ?= v$(shell awk '$$1 == "appVersion:" {gsub(/"/, "", $$2); print $$2}' charts/linkmesh-operator/Chart.yaml)
+
+.PHONY: krew-manifest
+krew-manifest: ## At a release: build the plugin's archives into dist/ and write plugins/linkmesh.yaml for VERSION.
+	hack/krew-manifest.sh $(VERSION)
 
 .PHONY: mirror
 mirror: ## Stage the e2e supervisor and collector as an air-gap mirror in .mirror/ (serve it with --mirror-dir=.mirror).

@@ -164,6 +164,15 @@ type SupervisorSpec struct {
 	// in status. Defaults to true.
 	// +optional
 	OwnMetrics *bool `json:"ownMetrics,omitempty"`
+
+	// version is the opampsupervisor version the pods run, for example 0.149.0: supervisor.yaml is rendered
+	// with the keys that version accepts, as upstream adds, deprecates and removes them. Leave it empty when
+	// the tag of the supervisor image is that version, as the default image's is; set it when the tag is not
+	// a version (latest, dev) or names something else.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^v?[0-9]+\.[0-9]+\.[0-9]+$`
+	Version string `json:"version,omitempty"`
 }
 
 // ImagesSpec selects where the pod gets the supervisor and the collector.

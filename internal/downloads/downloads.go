@@ -48,10 +48,40 @@ var script string
 // Script is the installer as served from base, an http(s) URL without a trailing slash.
 func Script(base string) string { return strings.Replace(script, serverPlaceholder, base, 1) }
 
-// InstallCommand is the one-line install of the product document for a server at base, with <TOKEN> where
-// the EnrollmentToken goes.
+// TokenPlaceholder is where an InstallCommand's EnrollmentToken goes.
+const TokenPlaceholder = "<TOKEN>"
+
+// installCommandPrefix and installCommandSuffix frame an InstallCommand's server URL.
+const (
+	installCommandPrefix = "curl -fsSL "
+	installCommandSuffix = ScriptPath + " | sudo sh -s -- --token " + TokenPlaceholder
+)
+
+// InstallCommand is the one-line install of the product document for a server at base, with TokenPlaceholder
+// where the EnrollmentToken goes.
 func InstallCommand(base string) string {
-	return "curl -fsSL " + strings.TrimSuffix(base, "/") + ScriptPath + " | sudo sh -s -- --token <TOKEN>"
+	return installCommandPrefix + strings.TrimSuffix(base, "/") + installCommandSuffix
+}
+
+// ServerOfInstallCommand is the server URL that InstallCommand made command for.
+func ServerOfInstallCommand(command string) (string, error) {
+	rest, ok := strings.CutPrefix(command, installCommandPrefix)
+	if ok {
+		rest, ok = strings.CutSuffix(rest, installCommandSuffix)
+	}
+	if !ok || (!strings.HasPrefix(rest, "http://") && !strings.HasPrefix(rest, "https://")) || strings.ContainsAny(rest, " '\"|;&$`") {
+		return "", fmt.Errorf("%q is not an install command of this LinkMesh version (%s)", command, InstallCommand("SERVER"))
+	}
+	return rest, nil
+}
+
+// CheckEnvironment says why environment cannot be a host's linkmesh.environment, as the installer's
+// --environment and the bootstrap config's environment parameter accept it; nil if it can.
+func CheckEnvironment(environment string) error {
+	if !environmentRE.MatchString(environment) {
+		return errors.New("environment may only contain letters, digits, '.', '_' and '-', up to 128 of them")
+	}
+	return nil
 }
 
 // TokenChecker checks an EnrollmentToken without redeeming it; *credential.Authority is one.
@@ -114,9 +144,15 @@ var (
 	instanceUIDRE = regexp.MustCompile(`^[0-9A-Fa-f-]{0,64}$`)
 )
 
+// SupervisorVersionParam is the query parameter of BootstrapConfigPath that names the opampsupervisor
+// release the host runs; the file holds the keys that release accepts. Without it the file is for
+// manifests.DefaultHostSupervisorVersion, what the installer installs by default.
+const SupervisorVersionParam = "supervisor_version"
+
 // serveBootstrapConfig renders supervisor.yaml for the EnrollmentToken the caller presents, as
 // "Authorization: Bearer" (preferred: query strings end up in access logs) or ?token=. environment sets
-// linkmesh.environment; instance_uid lets the host that redeemed the token fetch it again.
+// linkmesh.environment; instance_uid lets the host that redeemed the token fetch it again;
+// supervisor_version picks the keys. Bad parameters get 400 before the token is looked at.
 func (h *Handler) serveBootstrapConfig(w http.ResponseWriter, r *http.Request) {
 	base, err := baseURL(r)
 	if err != nil {
@@ -125,12 +161,20 @@ func (h *Handler) serveBootstrapConfig(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	environment, instanceUID := q.Get("environment"), q.Get("instance_uid")
-	if !environmentRE.MatchString(environment) {
-		http.Error(w, "environment may only contain letters, digits, '.', '_' and '-'", http.StatusBadRequest)
+	if err := CheckEnvironment(environment); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	if !instanceUIDRE.MatchString(instanceUID) {
 		http.Error(w, "instance_uid is not an instance UID", http.StatusBadRequest)
+		return
+	}
+	supervisorVersion := manifests.DefaultHostSupervisorVersion
+	if q.Has(SupervisorVersionParam) {
+		supervisorVersion = q.Get(SupervisorVersionParam)
+	}
+	if _, err := manifests.ParseSupervisorVersion(supervisorVersion); err != nil {
+		http.Error(w, SupervisorVersionParam+": "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	token, ok := presentedToken(r)
@@ -156,7 +200,7 @@ func (h *Handler) serveBootstrapConfig(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	out, err := manifests.HostSupervisorYAML(collector, opampURL, token, environment)
+	out, err := manifests.HostSupervisorYAML(collector, opampURL, token, environment, supervisorVersion)
 	if err != nil {
 		h.log.Error(err, "Rendering a bootstrap config", "enrollmentToken", enrollment.Token.String())
 		http.Error(w, "cannot render supervisor.yaml", http.StatusInternalServerError)

@@ -1,6 +1,7 @@
 package downloads
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/credential"
+	"github.com/linkmesh/linkmesh-operator/internal/manifests"
 	"github.com/linkmesh/linkmesh-operator/test/framework/supervisoryaml"
 )
 
@@ -46,12 +48,17 @@ func (f *fakeTokens) CheckHost(_ context.Context, token, instanceUID string) (*c
 		Source:    credential.SourceHost,
 		Token:     types.NamespacedName{Namespace: "ns", Name: "web-01"},
 	}}
-	return p, &v1alpha1.ManagedCollector{
+	return p, f.collector(), nil
+}
+
+// collector is the ManagedCollector goodToken joins.
+func (f *fakeTokens) collector() *v1alpha1.ManagedCollector {
+	return &v1alpha1.ManagedCollector{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "hosts"},
 		Spec: v1alpha1.ManagedCollectorSpec{Supervisor: v1alpha1.SupervisorSpec{
 			NonIdentifyingAttributes: map[string]string{"team": "edge"},
 		}},
-	}, nil
+	}
 }
 
 func newHandler(t *testing.T, tokens TokenChecker, mirrorDir string) *Handler {
@@ -122,6 +129,12 @@ func TestBootstrapConfig(t *testing.T) {
 		wantCode     int
 		wantEndpoint string
 		wantEnv      string
+		// wantVersion is the supervisor version the file is for; empty for the installer's default.
+		wantVersion string
+		// wantBody is in the body of an error.
+		wantBody string
+		// wantNoReportsRemoteConfig: the version implies the capability, and the key is left out.
+		wantNoReportsRemoteConfig bool
 	}{
 		{name: "bearer", target: BootstrapConfigPath, header: bearer, wantCode: 200, wantEndpoint: "ws://linkmesh.example.com:4320/v1/opamp"},
 		{name: "tls gives wss", target: BootstrapConfigPath, header: bearer, tls: true, wantCode: 200,
@@ -134,15 +147,35 @@ func TestBootstrapConfig(t *testing.T) {
 		{name: "no token", target: BootstrapConfigPath, wantCode: 401},
 		{name: "wrong token", target: BootstrapConfigPath, header: http.Header{"Authorization": {"Bearer lme_wrong"}}, wantCode: 401},
 		{name: "not bearer", target: BootstrapConfigPath, header: http.Header{"Authorization": {"Basic " + goodToken}}, wantCode: 401},
-		{name: "bad environment", target: BootstrapConfigPath + "?environment=a%0Ab", header: bearer, wantCode: 400},
+		{name: "bad environment", target: BootstrapConfigPath + "?environment=a%0Ab", header: bearer, wantCode: 400,
+			wantBody: "environment may only contain letters, digits"},
+		{name: "supervisor 0.149.0", target: BootstrapConfigPath + "?supervisor_version=0.149.0", header: bearer, wantCode: 200,
+			wantEndpoint: "ws://linkmesh.example.com:4320/v1/opamp", wantVersion: "0.149.0"},
+		{name: "supervisor 0.161.0", target: BootstrapConfigPath + "?supervisor_version=0.161.0", header: bearer, wantCode: 200,
+			wantEndpoint: "ws://linkmesh.example.com:4320/v1/opamp", wantVersion: "0.161.0", wantNoReportsRemoteConfig: true},
+		{name: "supervisor version not a version", target: BootstrapConfigPath + "?supervisor_version=latest", header: bearer, wantCode: 400,
+			wantBody: `supervisor_version: supervisor version "latest" is not a release version such as 0.149.0`},
+		{name: "supervisor version empty", target: BootstrapConfigPath + "?supervisor_version=", header: bearer, wantCode: 400,
+			wantBody: `supervisor_version: supervisor version "" is not a release version`},
+		{name: "supervisor too old", target: BootstrapConfigPath + "?supervisor_version=0.120.0", header: bearer, wantCode: 400,
+			wantBody: "supervisor_version: supervisor version 0.120.0 is older than 0.135.0"},
+		{name: "bad supervisor version and no token", target: BootstrapConfigPath + "?supervisor_version=0.1", wantCode: 400,
+			wantBody: "is not a release version"},
 		{name: "cache unavailable", target: BootstrapConfigPath, header: bearer, tokensErr: errors.New("cache not synced"), wantCode: 503},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			h := newHandler(t, &fakeTokens{err: c.tokensErr}, "")
+			tokens := &fakeTokens{err: c.tokensErr}
+			h := newHandler(t, tokens, "")
 			w := get(h, c.target, c.header, c.tls)
 			if w.Code != c.wantCode {
 				t.Fatalf("status %d, want %d: %s", w.Code, c.wantCode, w.Body)
+			}
+			if !strings.Contains(w.Body.String(), c.wantBody) {
+				t.Errorf("body %q does not say %q", w.Body, c.wantBody)
+			}
+			if c.wantCode == http.StatusBadRequest && tokens.checked != 0 {
+				t.Errorf("a bad request had its token checked")
 			}
 			if c.wantCode == http.StatusUnauthorized {
 				if strings.TrimSpace(w.Body.String()) != RejectedMessage {
@@ -163,13 +196,21 @@ func TestBootstrapConfig(t *testing.T) {
 			if f.Server.Endpoint != c.wantEndpoint || f.Server.Headers["Authorization"] != "Bearer "+goodToken {
 				t.Errorf("server: %+v", f.Server)
 			}
-			for _, k := range []string{"accepts_remote_config", "reports_remote_config"} {
-				if v, ok := f.Capabilities[k]; !ok || !v {
-					t.Errorf("capabilities.%s not written as true", k)
-				}
+			if v, ok := f.Capabilities["accepts_remote_config"]; !ok || !v {
+				t.Errorf("capabilities.accepts_remote_config not written as true")
 			}
-			if !f.Agent.ValidateConfig || f.Agent.Executable != "/usr/local/bin/otelcol-contrib" ||
-				f.Storage.Directory != "/var/lib/otelcol-supervisor" {
+			if _, ok := f.Capabilities["reports_remote_config"]; ok == c.wantNoReportsRemoteConfig {
+				t.Errorf("capabilities.reports_remote_config written: %v, want %v", ok, !c.wantNoReportsRemoteConfig)
+			}
+			// The rules of internal/manifests for the version the host said, or the installer's default.
+			want, err := manifests.HostSupervisorYAML(tokens.collector(), f.Server.Endpoint, goodToken, c.wantEnv, cmp.Or(c.wantVersion, manifests.DefaultHostSupervisorVersion))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w.Body.String() != string(want) {
+				t.Errorf("the file is not the one for supervisor %s:\n%s", cmp.Or(c.wantVersion, manifests.DefaultHostSupervisorVersion), w.Body)
+			}
+			if f.Agent.Executable != "/usr/local/bin/otelcol-contrib" || f.Storage.Directory != "/var/lib/otelcol-supervisor" {
 				t.Errorf("agent %+v, storage %+v", f.Agent, f.Storage)
 			}
 			if f.Agent.Description.NonIdentifyingAttributes["team"] != "edge" || f.Agent.Description.NonIdentifyingAttributes["linkmesh.environment"] != c.wantEnv {
@@ -245,5 +286,37 @@ func TestHEADServesNoBody(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || len(body) != 0 || resp.ContentLength != int64(len("supervisor")) {
 		t.Errorf("HEAD: %s, %d bytes of body, Content-Length %d", resp.Status, len(body), resp.ContentLength)
+	}
+}
+
+func TestInstallCommand(t *testing.T) {
+	for _, base := range []string{"http://127.0.0.1:4320", "https://linkmesh.example.com", "https://linkmesh.example.com/"} {
+		cmd := InstallCommand(base)
+		if want := "curl -fsSL " + strings.TrimSuffix(base, "/") + "/api/v1/downloads/install-opamp.sh | sudo sh -s -- --token <TOKEN>"; cmd != want {
+			t.Errorf("InstallCommand(%q) = %q, want %q", base, cmd, want)
+		}
+		got, err := ServerOfInstallCommand(cmd)
+		if err != nil || got != strings.TrimSuffix(base, "/") {
+			t.Errorf("ServerOfInstallCommand(%q) = %q, %v", cmd, got, err)
+		}
+	}
+	for _, bad := range []string{
+		"",
+		"curl -fsSL http://x/api/v1/downloads/install-opamp.sh | sh",
+		"wget http://x/api/v1/downloads/install-opamp.sh | sudo sh -s -- --token <TOKEN>",
+		"curl -fsSL ftp://x/api/v1/downloads/install-opamp.sh | sudo sh -s -- --token <TOKEN>",
+		"curl -fsSL http://x;rm -rf ~/api/v1/downloads/install-opamp.sh | sudo sh -s -- --token <TOKEN>",
+	} {
+		if got, err := ServerOfInstallCommand(bad); err == nil {
+			t.Errorf("ServerOfInstallCommand(%q) = %q, want an error", bad, got)
+		}
+	}
+}
+
+// TestScriptDefaultSupervisorVersion: the installer installs by default the version a bootstrap config
+// without a version is rendered for.
+func TestScriptDefaultSupervisorVersion(t *testing.T) {
+	if !strings.Contains(script, "\nsupervisor_version="+manifests.DefaultHostSupervisorVersion+"\n") {
+		t.Errorf("install-opamp.sh does not default --supervisor-version to %s", manifests.DefaultHostSupervisorVersion)
 	}
 }

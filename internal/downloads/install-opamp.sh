@@ -190,11 +190,13 @@ instance=
 if [ -f "$state" ]; then
 	instance=$(sed -n 's/^instance_id:[[:space:]]*"\{0,1\}\([0-9A-Fa-f-]*\)"\{0,1\}[[:space:]]*$/\1/p' "$state")
 fi
-url="$server/api/v1/downloads/opamp-bootstrap-config.yaml?environment=$environment&instance_uid=$instance"
+# The server renders the keys of the supervisor version this script installs: upstream adds and retires them.
+url="$server/api/v1/downloads/opamp-bootstrap-config.yaml?environment=$environment&instance_uid=$instance&supervisor_version=$supervisor_version"
 say "checking the token with $server"
 code=$(http_get "$url" "$stage/supervisor.yaml" "Authorization: Bearer $token")
 case $code in
 200) ;;
+400) die "the LinkMesh server at $server refused the request: $(sed -n 1p "$stage/supervisor.yaml")" ;;
 401) die "token is wrong, expired or already used: mint a new EnrollmentToken" ;;
 000) die "cannot reach the LinkMesh server at $server ($(tail -n 1 "$stage/fetch.err")): check --server and that this host can reach it" ;;
 *) die "the LinkMesh server at $server answered HTTP $code to the token check: see the operator's log" ;;

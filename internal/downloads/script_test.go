@@ -176,6 +176,11 @@ func TestInstallerUnderDash(t *testing.T) {
 		cfg.Agent.Description.NonIdentifyingAttributes["linkmesh.environment"] != "production" {
 		t.Errorf("supervisor.yaml:\n%s", b)
 	}
+	// The file is for the supervisor the script installed, 0.135.0 by default: reports_remote_config is
+	// written, validate_config (after 0.135.0) is not.
+	if _, ok := cfg.Capabilities["reports_remote_config"]; !ok || cfg.Agent.ValidateConfig {
+		t.Errorf("supervisor.yaml is not the one for supervisor 0.135.0:\n%s", b)
+	}
 	if s, _ := os.ReadFile(filepath.Join(root, "usr/local/bin/otelcol-contrib")); !strings.Contains(string(s), "echo collector") {
 		t.Errorf("otelcol-contrib is not the tarball's: %q", s)
 	}
@@ -256,6 +261,8 @@ func TestInstallerFailsCleanly(t *testing.T) {
 		{name: "unknown option", srv: srv.URL, args: []string{"--token", goodToken, "--frobnicate"}, want: "unknown option --frobnicate"},
 		{name: "no curl or wget", srv: srv.URL, env: []string{"PATH=" + noFetcher}, args: []string{"--token", goodToken},
 			want: "neither curl nor wget is installed"},
+		{name: "supervisor older than the server renders for", srv: srv.URL, args: []string{"--token", goodToken, "--supervisor-version", "0.120.0"},
+			want: "the LinkMesh server at " + srv.URL + " refused the request: supervisor_version: supervisor version 0.120.0 is older than 0.135.0"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

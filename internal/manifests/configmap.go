@@ -17,9 +17,10 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
 )
 
-// PodSupervisorYAML renders the supervisor.yaml of a ManagedCollector's pods. endpoint is the OpAMP URL the
-// pods reach the operator at.
-func PodSupervisorYAML(mc *v1alpha1.ManagedCollector, endpoint string) ([]byte, error) {
+// PodSupervisorYAML renders the supervisor.yaml of a ManagedCollector's pods, for the supervisor version of
+// PodSupervisorVersion. endpoint is the OpAMP URL the pods reach the operator at; defaultImage is the image
+// pods run when spec.images.supervisor is empty (the operator's --agent-image).
+func PodSupervisorYAML(mc *v1alpha1.ManagedCollector, endpoint, defaultImage string) ([]byte, error) {
 	attrs := make(map[string]string, len(mc.Spec.Supervisor.NonIdentifyingAttributes)+2)
 	for k, v := range mc.Spec.Supervisor.NonIdentifyingAttributes {
 		attrs[k] = v
@@ -35,6 +36,7 @@ func PodSupervisorYAML(mc *v1alpha1.ManagedCollector, endpoint string) ([]byte, 
 		ConfigApplyTimeout: ConfigApplyTimeout(mc),
 		Attributes:         attrs,
 		OwnMetrics:         OwnMetricsEnabled(mc),
+		SupervisorVersion:  PodSupervisorVersion(mc, defaultImage),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rendering supervisor.yaml: %w", err)

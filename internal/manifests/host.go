@@ -18,8 +18,9 @@ const (
 
 // HostSupervisorYAML renders the supervisor.yaml of a host enrolled into mc with an EnrollmentToken: the
 // product document's file, with the token written in (a host has no Secret to read it from), the
-// ManagedCollector's supervisor settings, and environment, when not empty, as linkmesh.environment.
-func HostSupervisorYAML(mc *v1alpha1.ManagedCollector, endpoint, token, environment string) ([]byte, error) {
+// ManagedCollector's supervisor settings, environment, when not empty, as linkmesh.environment, and the keys
+// that supervisorVersion, the release the host runs, accepts.
+func HostSupervisorYAML(mc *v1alpha1.ManagedCollector, endpoint, token, environment, supervisorVersion string) ([]byte, error) {
 	attrs := make(map[string]string, len(mc.Spec.Supervisor.NonIdentifyingAttributes)+1)
 	for k, v := range mc.Spec.Supervisor.NonIdentifyingAttributes {
 		attrs[k] = v
@@ -35,6 +36,7 @@ func HostSupervisorYAML(mc *v1alpha1.ManagedCollector, endpoint, token, environm
 		ConfigApplyTimeout: ConfigApplyTimeout(mc),
 		Attributes:         attrs,
 		OwnMetrics:         OwnMetricsEnabled(mc),
+		SupervisorVersion:  supervisorVersion,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rendering the host's supervisor.yaml: %w", err)

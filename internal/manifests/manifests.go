@@ -16,7 +16,7 @@ import (
 const (
 	// DefaultSupervisorImage is built by images/agent/Dockerfile from the upstream supervisor and collector
 	// releases, plus /linkmesh-agent-init.
-	DefaultSupervisorImage = "ghcr.io/linkmesh/otelcol-agent:0.149.0"
+	DefaultSupervisorImage = "ghcr.io/linkmesh/otelcol-agent:" + DefaultPodSupervisorVersion
 	// DefaultCollectorExecutable is the collector's path in the upstream otelcol-contrib image.
 	DefaultCollectorExecutable = "/otelcol-contrib"
 	// DefaultConfigApplyTimeout is the supervisor's own default.

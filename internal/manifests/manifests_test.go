@@ -80,7 +80,7 @@ func TestGolden(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			sup, err := PodSupervisorYAML(c.mc, testEndpoint)
+			sup, err := PodSupervisorYAML(c.mc, testEndpoint, DefaultSupervisorImage)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -123,7 +123,7 @@ func TestPodSupervisorYAML(t *testing.T) {
 	mc := collector(func(mc *v1alpha1.ManagedCollector) {
 		mc.Spec.Supervisor.NonIdentifyingAttributes = map[string]string{"linkmesh.environment": "production"}
 	})
-	out, err := PodSupervisorYAML(mc, testEndpoint)
+	out, err := PodSupervisorYAML(mc, testEndpoint, DefaultSupervisorImage)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestPodSupervisorYAML(t *testing.T) {
 	}
 
 	mc.Spec.Supervisor.OwnMetrics = ptr.To(false)
-	out, _ = PodSupervisorYAML(mc, testEndpoint)
+	out, _ = PodSupervisorYAML(mc, testEndpoint, DefaultSupervisorImage)
 	if f, err = supervisoryaml.Parse(out); err != nil {
 		t.Fatal(err)
 	}
@@ -185,11 +185,11 @@ func TestCollectorExecutable(t *testing.T) {
 }
 
 func TestSupervisorConfigHashRollsPods(t *testing.T) {
-	a, _ := PodSupervisorYAML(collector(nil), testEndpoint)
+	a, _ := PodSupervisorYAML(collector(nil), testEndpoint, DefaultSupervisorImage)
 	b, _ := PodSupervisorYAML(collector(func(mc *v1alpha1.ManagedCollector) {
 		mc.Spec.Supervisor.ConfigApplyTimeout = &metav1.Duration{Duration: time.Second}
-	}), testEndpoint)
-	c, _ := PodSupervisorYAML(collector(func(mc *v1alpha1.ManagedCollector) { mc.Spec.Config = "other" }), testEndpoint)
+	}), testEndpoint, DefaultSupervisorImage)
+	c, _ := PodSupervisorYAML(collector(func(mc *v1alpha1.ManagedCollector) { mc.Spec.Config = "other" }), testEndpoint, DefaultSupervisorImage)
 	if SupervisorConfigHash(a) == SupervisorConfigHash(b) {
 		t.Error("a supervisor.yaml change does not change the pod-template hash")
 	}

@@ -280,7 +280,6 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 		Fleet:                  fl,
 		Peers:                  rep,
 		Triggers:               rep.Triggers(),
-		Clock:                  o.Clock,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the ManagedCollector controller: %w", err)
 	}

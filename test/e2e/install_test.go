@@ -23,6 +23,7 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/downloads"
+	"github.com/linkmesh/linkmesh-operator/internal/manifests"
 	"github.com/linkmesh/linkmesh-operator/test/framework/otlptest"
 	"github.com/linkmesh/linkmesh-operator/test/framework/supervisoryaml"
 	"github.com/linkmesh/linkmesh-operator/test/infrastructure/localagent"
@@ -123,7 +124,9 @@ func TestInstallScriptEnrollsAHost(t *testing.T) {
 
 	root := filepath.Join(t.TempDir(), "web-01")
 	tmp := t.TempDir()
-	first := runInstaller(t, "first install", root, tmp, "--token", token, "--mirror", "--environment", "e2e")
+	// The staged supervisor is v0.149.0: the installer says so, and gets the file rendered for it.
+	first := runInstaller(t, "first install", root, tmp, "--token", token, "--mirror", "--environment", "e2e",
+		"--supervisor-version", manifests.DefaultPodSupervisorVersion)
 	g.Expect(first.err).NotTo(HaveOccurred(), first.out)
 
 	files := tree(t, root)
@@ -185,7 +188,8 @@ func TestInstallScriptEnrollsAHost(t *testing.T) {
 	// Running the installer again on the same host is safe: it presents the instance UID the supervisor
 	// keeps, gets the same supervisor.yaml, and replaces the files in place.
 	g.Expect(proc.Stop(15 * time.Second)).To(Succeed())
-	again := runInstaller(t, "second install", root, tmp, "--token", token, "--environment", "e2e")
+	again := runInstaller(t, "second install", root, tmp, "--token", token, "--environment", "e2e",
+		"--supervisor-version", manifests.DefaultPodSupervisorVersion)
 	g.Expect(again.err).NotTo(HaveOccurred(), again.out)
 	g.Expect(again.out).To(ContainSubstring("from the server's mirror"), "the mirror is used when it has the files")
 	b2, err := os.ReadFile(filepath.Join(root, "etc/otelcol-supervisor/supervisor.yaml"))

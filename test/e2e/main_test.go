@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/linkmesh/linkmesh-operator/internal/manifests"
 	"github.com/linkmesh/linkmesh-operator/internal/operator"
 	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
 	"github.com/linkmesh/linkmesh-operator/test/infrastructure/localagent"
@@ -49,11 +50,15 @@ func TestMain(m *testing.M) {
 		if mirrorDir, err = os.MkdirTemp("", "linkmesh-e2e-mirror-"); err != nil {
 			return nil, err
 		}
-		stage := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "stage-mirror.sh"), mirrorDir)
-		stage.Env = append(os.Environ(), "LINKMESH_E2E_BIN="+dir)
-		if out, err := stage.CombinedOutput(); err != nil {
-			_ = os.RemoveAll(mirrorDir)
-			return nil, fmt.Errorf("staging the mirror: %w\n%s", err, out)
+		// Under the installer's default names, and under the supervisor's own version, which the install
+		// test asks for so that the file rendered for it is the one a real supervisor runs.
+		for _, versions := range [][]string{nil, {"0.153.0", manifests.DefaultPodSupervisorVersion}} {
+			stage := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "stage-mirror.sh"), append([]string{mirrorDir}, versions...)...)
+			stage.Env = append(os.Environ(), "LINKMESH_E2E_BIN="+dir)
+			if out, err := stage.CombinedOutput(); err != nil {
+				_ = os.RemoveAll(mirrorDir)
+				return nil, fmt.Errorf("staging the mirror: %w\n%s", err, out)
+			}
 		}
 		if err := startOperator("127.0.0.1:0"); err != nil {
 			_ = os.RemoveAll(mirrorDir)

@@ -172,7 +172,7 @@ func TestCredentialsAreEnforced(t *testing.T) {
 	hostYAML, err := manifests.SupervisorYAML(manifests.SupervisorOptions{
 		Endpoint: endpoint, Authorization: "Bearer " + token, Executable: "/usr/local/bin/otelcol-contrib",
 		StorageDirectory: "/var/lib/otelcol-supervisor", ConfigApplyTimeout: 2 * time.Second,
-		Attributes: map[string]string{"linkmesh.environment": "e2e"},
+		Attributes: map[string]string{"linkmesh.environment": "e2e"}, SupervisorVersion: manifests.DefaultPodSupervisorVersion,
 	})
 	g.Expect(err).NotTo(HaveOccurred())
 	hostDir := nodeDir(t, "web-01")

@@ -134,7 +134,7 @@ func (r *Reconciler) applyAll(ctx context.Context, mc *v1alpha1.ManagedCollector
 		sup = []byte(obs.configMap.Data[naming.SupervisorConfigKey])
 	} else {
 		var err error
-		if sup, err = manifests.PodSupervisorYAML(mc, r.OpAMPEndpoint); err != nil {
+		if sup, err = manifests.PodSupervisorYAML(mc, r.OpAMPEndpoint, r.DefaultSupervisorImage); err != nil {
 			return err
 		}
 	}
