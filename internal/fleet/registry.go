@@ -88,6 +88,9 @@ type Registry struct {
 	kick      chan struct{}
 	changes   chan ChangeEvent
 	signals   atomic.Uint64
+
+	// closing is set by CloseAll: connections this replica closes on its way out are no collector leaving.
+	closing atomic.Bool
 }
 
 var _ Fleet = (*Registry)(nil)
@@ -534,7 +537,11 @@ func (r *Registry) disconnectLocked(a *agent) {
 		r.changedLocked(g)
 		return
 	}
-	g.events.add(v1alpha1.EventDisconnected, corev1.EventTypeNormal, "", "", a)
+	if !r.closing.Load() {
+		// A replica shutting down closes its connections itself; the collectors reconnect to the others,
+		// where they are Reconnected.
+		g.events.add(v1alpha1.EventDisconnected, corev1.EventTypeNormal, "", "", a)
+	}
 	r.changedLocked(g)
 }
 
@@ -702,6 +709,7 @@ func (r *Registry) EvictToken(token types.NamespacedName) {
 // on the other replicas at once, and returns when the last is closed or ctx is done. A replica that is
 // shutting down calls it after it stopped accepting new connections.
 func (r *Registry) CloseAll(ctx context.Context, spread time.Duration) {
+	r.closing.Store(true)
 	r.mu.Lock()
 	links := make([]Link, 0, len(r.agents))
 	for _, a := range r.agents {

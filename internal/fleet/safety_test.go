@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -271,4 +272,29 @@ func TestEffectiveConfigIsParsedOnceAndBounded(t *testing.T) {
 	g.Expect(r.parseEffective(uid(1), Report{EffectiveConfig: &huge, EffectiveConfigHash: &h2})).To(BeNil(), "too large to inspect")
 	small := driftEmpty
 	g.Expect(r.parseEffective(uid(1), Report{EffectiveConfig: &small, EffectiveConfigHash: &h2})).NotTo(BeNil())
+}
+
+// TestCloseAllSpreadsAndIsNoDisconnect: a replica shutting down closes every connection, spread out, and
+// that is no collector leaving.
+func TestCloseAllSpreadsAndIsNoDisconnect(t *testing.T) {
+	g := NewWithT(t)
+	r := New(Options{})
+	m := credential.Membership{Collector: group1, Source: credential.SourcePod}
+	links := make([]*fakeLink, 100)
+	for i := range links {
+		links[i] = &fakeLink{}
+		r.Observe(uid(i), m, full("pod"), links[i])
+	}
+	r.DrainEvents(group1)
+	began := time.Now()
+	r.CloseAll(context.Background(), 200*time.Millisecond)
+	g.Expect(time.Since(began)).To(BeNumerically(">=", 150*time.Millisecond), "spread over the period")
+	for _, l := range links {
+		g.Expect(l.closed.Load()).To(Equal(int32(1)))
+		r.Disconnect(uid(0), l)
+	}
+	for i, l := range links {
+		r.Disconnect(uid(i), l)
+	}
+	g.Expect(reasons(r.DrainEvents(group1))).NotTo(ContainElement(v1alpha1.EventDisconnected))
 }
