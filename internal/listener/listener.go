@@ -1,5 +1,10 @@
-// Package listener is the operator's one HTTP(S) listener: the OpAMP endpoint and, later, the OTLP intake
-// and the downloads are mounted on its mux. It runs as a controller-runtime manager.Runnable.
+// Package listener is the operator's one HTTP(S) listener: the OpAMP endpoint, the OTLP intake and the
+// downloads are mounted on its mux. It runs as a controller-runtime manager.Runnable.
+//
+// The listener faces hosts outside the cluster, so it bounds what any client can hold before a handler
+// authenticates it: connections per listener and per remote address (answered 503 with Retry-After over
+// the caps), the time a request body may take and the rate it must keep. The handlers refuse a bad
+// credential before they read a body (bounded.SkipBody).
 package listener
 
 import (
@@ -43,11 +48,14 @@ type Options struct {
 	IdleTimeout time.Duration
 	// ShutdownTimeout bounds the graceful shutdown after the manager's context is done.
 	ShutdownTimeout time.Duration
+	// Limits bound the connections and request bodies of clients.
+	Limits Limits
 }
 
 // Server is the listener. Mount handlers with Handle before Start.
 type Server struct {
 	opts         Options
+	limits       Limits
 	mux          *http.ServeMux
 	connContexts []func(context.Context, net.Conn) context.Context
 
@@ -55,6 +63,15 @@ type Server struct {
 	listener net.Listener
 	tls      *certwatcher.CertWatcher
 	conns    map[*trackedConn]struct{}
+	// admitted counts the open connections within the caps; refusing those over a cap waiting for their
+	// 503; busy, per address, the admitted connections that are opening or carrying a request.
+	admitted, refusing int
+	busy               map[string]int
+
+	// refusals and dropped count the 503s and the connections closed unanswered since the last log line.
+	refusals, dropped atomic.Int64
+	lastRefusalLog    atomic.Int64
+	log               atomic.Value
 
 	serving  atomic.Bool
 	stopping atomic.Bool
@@ -77,7 +94,10 @@ func New(opts Options) *Server {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
-	s := &Server{opts: opts, mux: http.NewServeMux(), conns: map[*trackedConn]struct{}{}}
+	s := &Server{
+		opts: opts, limits: opts.Limits.withDefaults(), mux: http.NewServeMux(),
+		conns: map[*trackedConn]struct{}{}, busy: map[string]int{},
+	}
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("ok"))
@@ -95,6 +115,21 @@ func New(opts Options) *Server {
 
 // Handle mounts h on pattern, as http.ServeMux does.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Limits are the caps in force, defaults resolved.
+func (s *Server) Limits() Limits { return s.limits }
+
+// ServeHTTP answers 503 on a connection over a cap, puts the body deadline on the request, and hands it to
+// the mux.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if tc := connOf(r.Context()); tc != nil {
+		if why := s.refusedReason(tc); why != "" {
+			s.refuse(w, r, why)
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, s.bound(w, r))
+}
 
 // AddConnContext adds a function that derives each connection's base context, as http.Server.ConnContext.
 // opamp-go's Attach returns one that its plain-HTTP transport depends on.
@@ -171,13 +206,16 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	logger := log.FromContext(ctx).WithName("listener")
+	s.log.Store(logger)
 	srv := &http.Server{
-		Handler:           s.mux,
+		Handler:           s,
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		IdleTimeout:       s.opts.IdleTimeout,
 		// An empty, non-nil map disables HTTP/2, which cannot carry WebSocket upgrades here.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		ConnState:    s.connState,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			ctx = context.WithValue(ctx, connKey{}, tracked(c))
 			for _, f := range s.connContexts {
 				ctx = f(ctx, c)
 			}
@@ -195,7 +233,9 @@ func (s *Server) Start(ctx context.Context) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(s.listener) }()
 	s.serving.Store(true)
-	logger.Info("Serving", "address", s.Addr().String(), "tls", s.tls != nil)
+	logger.Info("Serving", "address", s.Addr().String(), "tls", s.tls != nil,
+		"maxConnections", s.limits.MaxConnections, "maxConnectionsPerAddress", s.limits.MaxConnectionsPerAddress,
+		"bodyReadTimeout", s.limits.BodyReadTimeout.String(), "minBodyRate", s.limits.MinBodyRate)
 
 	select {
 	case err := <-served:
@@ -254,22 +294,23 @@ type trackingListener struct {
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		tc := &trackedConn{Conn: c, server: l.server, writeTimeout: l.server.opts.WriteTimeout, addr: addressKey(c.RemoteAddr())}
+		switch err := l.server.admit(tc); {
+		case errors.Is(err, errDrop):
+			// Over a cap with no room left to answer: close at once and take the next.
+			_ = c.Close()
+		case err != nil:
+			_ = c.Close()
+			return nil, err
+		default:
+			return tc, nil
+		}
 	}
-	tc := &trackedConn{Conn: c, server: l.server, writeTimeout: l.server.opts.WriteTimeout}
-	l.server.mu.Lock()
-	stopping := l.server.stopping.Load()
-	if !stopping {
-		l.server.conns[tc] = struct{}{}
-	}
-	l.server.mu.Unlock()
-	if stopping {
-		_ = c.Close()
-		return nil, net.ErrClosed
-	}
-	return tc, nil
 }
 
 // trackedConn is registered with its Server until closed, and puts a deadline on every write that its
@@ -280,6 +321,13 @@ type trackedConn struct {
 	writeTimeout time.Duration
 	explicit     atomic.Bool
 	closeOnce    sync.Once
+	// addr is the remote address as the per-address cap counts it.
+	addr string
+
+	// Guarded by server.mu: counted is within the caps (not refused at accept), busy in its address' busy
+	// count, refused says which cap its requests are answered 503 for.
+	counted, busy bool
+	refused       string
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {
@@ -300,10 +348,6 @@ func (c *trackedConn) SetDeadline(t time.Time) error {
 }
 
 func (c *trackedConn) Close() error {
-	c.closeOnce.Do(func() {
-		c.server.mu.Lock()
-		delete(c.server.conns, c)
-		c.server.mu.Unlock()
-	})
+	c.closeOnce.Do(func() { c.server.release(c) })
 	return c.Conn.Close()
 }
