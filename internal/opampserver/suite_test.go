@@ -34,6 +34,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/listener"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
 	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
+	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
 )
 
 // maxMessageSize is small in tests so the oversized case is cheap.
@@ -57,6 +58,10 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	if testenv.Fuzzing() {
+		// The fuzz targets serve on a fake client; the engine starts this binary once per worker.
+		return m.Run()
+	}
 	// Every log line, at every verbosity, is kept so the run can prove no token was logged.
 	logs := &logBuffer{}
 	ctrl.SetLogger(funcr.New(logs.write, funcr.Options{Verbosity: 10}))

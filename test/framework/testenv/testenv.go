@@ -4,6 +4,7 @@ package testenv
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -53,8 +54,23 @@ func Run(m *testing.M, setup func(*Env) (teardown func(), err error)) int {
 	return RunWith(m, Options{}, setup)
 }
 
+// Fuzzing reports whether this test binary runs a fuzz target (go test -fuzz, or one of its workers). A
+// TestMain calls it before it starts a control plane: a fuzz target needs none, and the fuzzing engine starts
+// the binary once per worker. It parses the flags, as a TestMain that reads them must.
+func Fuzzing() bool {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		return true
+	}
+	f := flag.Lookup("test.fuzzworker")
+	return f != nil && f.Value.String() == "true"
+}
+
 // RunWith is Run with options.
 func RunWith(m *testing.M, o Options, setup func(*Env) (teardown func(), err error)) int {
+	if Fuzzing() {
+		return m.Run()
+	}
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run `make test`, or set it to the output of hack/envtest-binaries.sh")
 		return 1
