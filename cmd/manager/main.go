@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -55,6 +56,10 @@ func run() error {
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if zapOpts.Level != nil && zapOpts.Level.Enabled(zapcore.Level(-8)) {
+		ctrl.Log.WithName("setup").Info("WARNING: from --zap-log-level=8 on, client-go logs the bodies of API " +
+			"requests and responses, the tokens in the operator's Secrets included")
+	}
 	if err := checkLimits(&o.ListenerLimits); err != nil {
 		return err
 	}
