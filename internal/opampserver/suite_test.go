@@ -34,6 +34,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/listener"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
 	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
+	"github.com/linkmesh/linkmesh-operator/test/framework/leakcheck"
 	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
 )
 
@@ -147,6 +148,13 @@ func run(m *testing.M) int {
 		panic("cache did not sync")
 	}
 	code := m.Run()
+	// What the server wrote to the API (EnrollmentToken redeems, and the ManagedCollector status the stand-in
+	// writes from the fleet's snapshots) must hold no token either.
+	leaks := leakcheck.New()
+	for _, tok := range issued.tokens {
+		leaks.Remember(tok)
+	}
+	report, err := leaks.Check(context.Background(), k8s)
 	cancel()
 	if err := <-done; err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
@@ -156,6 +164,10 @@ func run(m *testing.M) int {
 	}
 	if leaked := logs.containsAny(issued.tokens); leaked != "" {
 		fmt.Fprintln(os.Stderr, "FAIL: a log line contains a token:", leaked)
+		return 1
+	}
+	if err != nil || len(report.Leaks) > 0 {
+		fmt.Fprintln(os.Stderr, "FAIL:", report, err)
 		return 1
 	}
 	if logs.lines() == 0 {
