@@ -39,6 +39,19 @@ test: ## Run all unit and envtest suites against a real kube-apiserver and etcd.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" HELM="$(HELM)" go test $(GO_TEST_FLAGS) ./...
 	cd hack/images && GOWORK=off GOFLAGS=-mod=mod go test $(GO_TEST_FLAGS) ./...
 
+# How long `make fuzz` runs each fuzz target.
+FUZZTIME ?= 10s
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target (func FuzzXxx in a _test.go) for FUZZTIME; a failing input lands in its testdata/fuzz.
+	@# go test -fuzz takes one target per run, so one run per target; found by name, so none is forgotten.
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' internal cmd test 2>/dev/null | sort); do \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$f"); do \
+			echo "== $$t (./$$(dirname "$$f"))"; \
+			go test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) "./$$(dirname "$$f")"; \
+		done; \
+	done
+
 GOLANGCI_LINT := go tool -modfile=hack/lint/go.mod golangci-lint
 
 # shellcheck: the installer served to hosts (POSIX sh, every finding), and the bash scripts of the repository

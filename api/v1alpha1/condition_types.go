@@ -85,6 +85,9 @@ const (
 	ReasonRevoked = "Revoked"
 	// ReasonCollectorNotFound means spec.collectorRef names no ManagedCollector in the namespace.
 	ReasonCollectorNotFound = "CollectorNotFound"
+	// ReasonSecretApplyFailed means the operator cannot write the token's Secret; the message has the API
+	// server's answer. The operator retries with backoff.
+	ReasonSecretApplyFailed = "SecretApplyFailed"
 )
 
 // Event reasons, emitted on ManagedCollectors and EnrollmentTokens.

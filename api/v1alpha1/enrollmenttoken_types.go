@@ -27,10 +27,11 @@ const DefaultTokenTTL = "15m"
 
 // CollectorReference names a ManagedCollector in the same namespace.
 type CollectorReference struct {
-	// name of the ManagedCollector the host joins.
+	// name of the ManagedCollector the host joins: at most 47 characters, as a ManagedCollector's name.
 	// +required
 	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:MaxLength=47
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 	Name string `json:"name"`
 }
 
@@ -43,11 +44,16 @@ type EnrollmentTokenSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="collectorRef is immutable"
 	CollectorRef CollectorReference `json:"collectorRef"`
 
-	// ttl is how long the token can be redeemed after its creation, from 1m to 30d (720h). Defaults to 15m.
-	// A redeemed token does not expire: its host keeps using it on every restart.
+	// The rule matches the syntax before it calls duration(): CEL's && is false when either side is, so a
+	// string duration() cannot parse ("31d") gets the bounds message instead of a type conversion error.
+
+	// ttl is how long the token can be redeemed after its creation, from 1m to 30d (720h), in the units h, m
+	// and s (for example 24h or 90m; there is no d). Defaults to 15m. A redeemed token does not expire: its
+	// host keeps using it on every restart.
 	// +optional
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('720h')",message="ttl must be between 1m and 720h (30d)"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]*)?(h|m|s|ms|us|ns))+$') && duration(self) >= duration('1m') && duration(self) <= duration('720h')",message="ttl must be between 1m and 720h (30d), written with the units h, m or s, for example 24h or 90m"
 	TTL *metav1.Duration `json:"ttl,omitempty"`
 
 	// description says what the token is for, for example the host it was minted for.
@@ -117,6 +123,10 @@ type EnrollmentTokenStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
+// The deadline is printed as a time, not as a date column: kubectl shows a date as the time since, which a
+// future deadline has not got ("<invalid>"), and a countdown would need a status write every second.
+// "Redeem By" stays true in every phase.
+
 // EnrollmentToken is a single-use, expiring credential that lets one host outside the cluster join a
 // ManagedCollector. The operator generates the token into a Secret the EnrollmentToken owns; the token never
 // appears in the resource itself.
@@ -124,9 +134,10 @@ type EnrollmentTokenStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=et,categories=linkmesh
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it is the value of a label on the token's Secret"
 // +kubebuilder:printcolumn:name="Collector",type=string,JSONPath=`.spec.collectorRef.name`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
-// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.status.expiresAt`
+// +kubebuilder:printcolumn:name="Redeem By",type=string,JSONPath=`.status.expiresAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Host",type=string,JSONPath=`.status.redeemedBy.hostName`,priority=1
 type EnrollmentToken struct {

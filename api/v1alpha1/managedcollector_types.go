@@ -146,12 +146,16 @@ type ManagedCollectorSpec struct {
 
 // SupervisorSpec tunes the upstream opampsupervisor.
 type SupervisorSpec struct {
+	// The rule matches the syntax before it calls duration(), so an unparseable string gets the bounds
+	// message, not a CEL type conversion error.
+
 	// configApplyTimeout is rendered as agent.config_apply_timeout: how long the supervisor waits for the
 	// collector to become healthy after a new config before it reports the config applied or failed.
-	// Defaults to 5s, the supervisor's own default.
+	// Defaults to 5s, the supervisor's own default. Units h, m, s and ms, for example 30s.
 	// +optional
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('10m')",message="configApplyTimeout must be between 1s and 10m"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]*)?(h|m|s|ms|us|ns))+$') && duration(self) >= duration('1s') && duration(self) <= duration('10m')",message="configApplyTimeout must be between 1s and 10m, written with the units h, m, s or ms, for example 30s"
 	ConfigApplyTimeout *metav1.Duration `json:"configApplyTimeout,omitempty"`
 
 	// nonIdentifyingAttributes are reported by every collector of this group, for example

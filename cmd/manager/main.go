@@ -8,10 +8,12 @@ import (
 	"os"
 	"time"
 
+	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/linkmesh/linkmesh-operator/internal/console"
+	"github.com/linkmesh/linkmesh-operator/internal/listener"
 	"github.com/linkmesh/linkmesh-operator/internal/manifests"
 	"github.com/linkmesh/linkmesh-operator/internal/operator"
 )
@@ -45,6 +47,18 @@ func run() error {
 		"Address of the listener that serves /v1/opamp, /healthz and /readyz to collectors and hosts.")
 	flag.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate of the listener; with --tls-key-file, collectors use wss://.")
 	flag.StringVar(&o.TLSKeyFile, "tls-key-file", "", "PEM private key of the listener.")
+	flag.IntVar(&o.ListenerLimits.MaxConnections, "max-connections", 0,
+		fmt.Sprintf("Connections the listener holds at once, WebSockets included; more are answered 503 with "+
+			"Retry-After. 0 means %d, or three quarters of the open-files limit when that is lower.", listener.DefaultMaxConnections))
+	flag.IntVar(&o.ListenerLimits.MaxConnectionsPerAddress, "max-connections-per-address", listener.DefaultMaxConnectionsPerAddress,
+		"Connections of one remote address (an IPv6 /64) opening or carrying a request at once; idle keep-alive "+
+			"connections and WebSockets do not count. More are answered 503 with Retry-After. 0 turns the cap off. "+
+			"Behind a proxy every collector has the proxy's address: see the README.")
+	flag.DurationVar(&o.ListenerLimits.BodyReadTimeout, "body-read-timeout", listener.DefaultBodyReadTimeout,
+		"Longest time a request body may take to arrive.")
+	flag.Int64Var(&o.ListenerLimits.MinBodyRate, "min-body-rate", listener.DefaultMinBodyRate,
+		fmt.Sprintf("Slowest rate, in bytes per second, at which a request body may arrive after its first %s.",
+			listener.DefaultBodyRateGrace))
 	flag.StringVar(&o.AgentImage, "agent-image", manifests.DefaultSupervisorImage,
 		"Default image of collector pods (supervisor, collector and linkmesh-agent-init) for ManagedCollectors without images.supervisor.")
 	flag.StringVar(&o.MirrorDir, "mirror-dir", "",
@@ -58,6 +72,13 @@ func run() error {
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if zapOpts.Level != nil && zapOpts.Level.Enabled(zapcore.Level(-8)) {
+		ctrl.Log.WithName("setup").Info("WARNING: from --zap-log-level=8 on, client-go logs the bodies of API " +
+			"requests and responses, the tokens in the operator's Secrets included")
+	}
+	if err := checkLimits(&o.ListenerLimits); err != nil {
+		return err
+	}
 
 	if ns := os.Getenv("POD_NAMESPACE"); o.ExternalURL == "" && ns != "" {
 		o.ExternalURL = operator.DefaultExternalURL(ns)
@@ -78,4 +99,23 @@ func run() error {
 	}
 	ctrl.Log.WithName("setup").Info("Starting the operator", "externalURL", op.ExternalURL(), "listener", op.ListenerAddr().String(), "console", op.ConsoleAddr())
 	return op.Start(ctrl.SetupSignalHandler())
+}
+
+// checkLimits refuses values that would silently take a default, and turns the flag's 0 (no per-address
+// cap) into the listener's negative.
+func checkLimits(l *listener.Limits) error {
+	switch {
+	case l.MaxConnections < 0:
+		return fmt.Errorf("--max-connections must be 0 (the default) or positive, not %d", l.MaxConnections)
+	case l.MaxConnectionsPerAddress < 0:
+		return fmt.Errorf("--max-connections-per-address must be 0 (no cap) or positive, not %d", l.MaxConnectionsPerAddress)
+	case l.BodyReadTimeout <= 0:
+		return fmt.Errorf("--body-read-timeout must be positive, not %s", l.BodyReadTimeout)
+	case l.MinBodyRate <= 0:
+		return fmt.Errorf("--min-body-rate must be positive, not %d", l.MinBodyRate)
+	}
+	if l.MaxConnectionsPerAddress == 0 {
+		l.MaxConnectionsPerAddress = -1
+	}
+	return nil
 }

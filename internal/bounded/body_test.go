@@ -3,8 +3,10 @@ package bounded
 import (
 	"bytes"
 	"compress/gzip"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 )
@@ -59,4 +61,40 @@ func TestReadBody(t *testing.T) {
 			t.Fatalf("status %d, want 413", status)
 		}
 	})
+}
+
+// timeoutReader fails as a connection past its read deadline does.
+type timeoutReader struct{}
+
+func (timeoutReader) Read([]byte) (int, error) { return 0, os.ErrDeadlineExceeded }
+
+func TestReadBodyTimesOut(t *testing.T) {
+	r := httptest.NewRequest(http.MethodPost, "/", io.NopCloser(timeoutReader{}))
+	w := httptest.NewRecorder()
+	if _, status := ReadBody(w, r, 1<<10); status != http.StatusRequestTimeout {
+		t.Fatalf("status %d, want 408", status)
+	}
+	if got := w.Header().Get("Connection"); got != "close" {
+		t.Fatalf("Connection: %q; a body left half read must end the connection", got)
+	}
+}
+
+func TestSkipBody(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body io.Reader
+		want string
+	}{
+		{"a body closes the connection", strings.NewReader("x"), "close"},
+		{"no body keeps it", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/", tc.body)
+			w := httptest.NewRecorder()
+			SkipBody(w, r)
+			if got := w.Header().Get("Connection"); got != tc.want {
+				t.Fatalf("Connection: %q, want %q", got, tc.want)
+			}
+		})
+	}
 }

@@ -1,5 +1,10 @@
-// Package listener is the operator's one HTTP(S) listener: the OpAMP endpoint and, later, the OTLP intake
-// and the downloads are mounted on its mux. It runs as a controller-runtime manager.Runnable.
+// Package listener is the operator's one HTTP(S) listener: the OpAMP endpoint, the OTLP intake and the
+// downloads are mounted on its mux. It runs as a controller-runtime manager.Runnable.
+//
+// The listener faces hosts outside the cluster, so it bounds what any client can hold before a handler
+// authenticates it: connections per listener and per remote address (answered 503 with Retry-After over
+// the caps), the time a request body may take and the rate it must keep. The handlers refuse a bad
+// credential before they read a body (bounded.SkipBody).
 package listener
 
 import (
@@ -12,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/linkmesh/linkmesh-operator/internal/bounded"
 
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -43,11 +50,14 @@ type Options struct {
 	IdleTimeout time.Duration
 	// ShutdownTimeout bounds the graceful shutdown after the manager's context is done.
 	ShutdownTimeout time.Duration
+	// Limits bound the connections and request bodies of clients.
+	Limits Limits
 }
 
 // Server is the listener. Mount handlers with Handle before Start.
 type Server struct {
 	opts         Options
+	limits       Limits
 	mux          *http.ServeMux
 	connContexts []func(context.Context, net.Conn) context.Context
 
@@ -55,6 +65,15 @@ type Server struct {
 	listener net.Listener
 	tls      *certwatcher.CertWatcher
 	conns    map[*trackedConn]struct{}
+	// admitted counts the open connections within the caps; refusing those over a cap waiting for their
+	// 503; busy, per address, the admitted connections that are opening or carrying a request.
+	admitted, refusing int
+	busy               map[string]int
+
+	// refusals and dropped count the 503s and the connections closed unanswered since the last log line.
+	refusals, dropped atomic.Int64
+	lastRefusalLog    atomic.Int64
+	log               atomic.Value
 
 	// drain runs first on shutdown; see OnDrain.
 	drain    func(context.Context)
@@ -81,7 +100,10 @@ func New(opts Options) *Server {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
-	s := &Server{opts: opts, mux: http.NewServeMux(), conns: map[*trackedConn]struct{}{}, drained: make(chan struct{})}
+	s := &Server{
+		opts: opts, limits: opts.Limits.withDefaults(), mux: http.NewServeMux(),
+		conns: map[*trackedConn]struct{}{}, busy: map[string]int{}, drained: make(chan struct{}),
+	}
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("ok"))
@@ -97,6 +119,9 @@ func New(opts Options) *Server {
 	return s
 }
 
+// Handle mounts h on pattern, as http.ServeMux does.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
 // OnDrain sets what runs first on shutdown, while every new request (probes aside) is answered 503 with
 // Retry-After: the fleet closes its collectors' connections there, spread out, so they reconnect to the
 // other replicas rather than all at once. Call it before Start.
@@ -105,22 +130,28 @@ func (s *Server) OnDrain(f func(context.Context)) { s.drain = f }
 // Drained is closed once the shutdown's drain returned.
 func (s *Server) Drained() <-chan struct{} { return s.drained }
 
-// refuseWhileDraining answers every request but the probes 503 with Retry-After while the listener drains:
-// a collector that reconnects in the meantime goes to another replica.
-func (s *Server) refuseWhileDraining(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.draining.Load() && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
-			w.Header().Set("Retry-After", "5")
-			w.Header().Set("Connection", "close")
-			http.Error(w, "this operator replica is shutting down; retry", http.StatusServiceUnavailable)
+// Limits are the caps in force, defaults resolved.
+func (s *Server) Limits() Limits { return s.limits }
+
+// ServeHTTP answers 503 on a connection over a cap, puts the body deadline on the request, and hands it to
+// the mux.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
+		// A collector that reconnects while this replica shuts down goes to another one.
+		bounded.SkipBody(w, r)
+		w.Header().Set("Retry-After", "5")
+		w.Header().Set("Connection", "close")
+		http.Error(w, "this operator replica is shutting down; retry", http.StatusServiceUnavailable)
+		return
+	}
+	if tc := connOf(r.Context()); tc != nil {
+		if why := s.refusedReason(tc); why != "" {
+			s.refuse(w, r, why)
 			return
 		}
-		next.ServeHTTP(w, r)
-	})
+	}
+	s.mux.ServeHTTP(w, s.bound(w, r))
 }
-
-// Handle mounts h on pattern, as http.ServeMux does.
-func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // AddConnContext adds a function that derives each connection's base context, as http.Server.ConnContext.
 // opamp-go's Attach returns one that its plain-HTTP transport depends on.
@@ -197,13 +228,16 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	logger := log.FromContext(ctx).WithName("listener")
+	s.log.Store(logger)
 	srv := &http.Server{
-		Handler:           s.refuseWhileDraining(s.mux),
+		Handler:           s,
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		IdleTimeout:       s.opts.IdleTimeout,
 		// An empty, non-nil map disables HTTP/2, which cannot carry WebSocket upgrades here.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		ConnState:    s.connState,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			ctx = context.WithValue(ctx, connKey{}, tracked(c))
 			for _, f := range s.connContexts {
 				ctx = f(ctx, c)
 			}
@@ -221,7 +255,9 @@ func (s *Server) Start(ctx context.Context) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(s.listener) }()
 	s.serving.Store(true)
-	logger.Info("Serving", "address", s.Addr().String(), "tls", s.tls != nil)
+	logger.Info("Serving", "address", s.Addr().String(), "tls", s.tls != nil,
+		"maxConnections", s.limits.MaxConnections, "maxConnectionsPerAddress", s.limits.MaxConnectionsPerAddress,
+		"bodyReadTimeout", s.limits.BodyReadTimeout.String(), "minBodyRate", s.limits.MinBodyRate)
 
 	select {
 	case err := <-served:
@@ -289,22 +325,23 @@ type trackingListener struct {
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		tc := &trackedConn{Conn: c, server: l.server, writeTimeout: l.server.opts.WriteTimeout, addr: addressKey(c.RemoteAddr())}
+		switch err := l.server.admit(tc); {
+		case errors.Is(err, errDrop):
+			// Over a cap with no room left to answer: close at once and take the next.
+			_ = c.Close()
+		case err != nil:
+			_ = c.Close()
+			return nil, err
+		default:
+			return tc, nil
+		}
 	}
-	tc := &trackedConn{Conn: c, server: l.server, writeTimeout: l.server.opts.WriteTimeout}
-	l.server.mu.Lock()
-	stopping := l.server.stopping.Load()
-	if !stopping {
-		l.server.conns[tc] = struct{}{}
-	}
-	l.server.mu.Unlock()
-	if stopping {
-		_ = c.Close()
-		return nil, net.ErrClosed
-	}
-	return tc, nil
 }
 
 // trackedConn is registered with its Server until closed, and puts a deadline on every write that its
@@ -315,6 +352,13 @@ type trackedConn struct {
 	writeTimeout time.Duration
 	explicit     atomic.Bool
 	closeOnce    sync.Once
+	// addr is the remote address as the per-address cap counts it.
+	addr string
+
+	// Guarded by server.mu: counted is within the caps (not refused at accept), busy in its address' busy
+	// count, refused says which cap its requests are answered 503 for.
+	counted, busy bool
+	refused       string
 }
 
 func (c *trackedConn) Write(p []byte) (int, error) {
@@ -335,10 +379,6 @@ func (c *trackedConn) SetDeadline(t time.Time) error {
 }
 
 func (c *trackedConn) Close() error {
-	c.closeOnce.Do(func() {
-		c.server.mu.Lock()
-		delete(c.server.conns, c)
-		c.server.mu.Unlock()
-	})
+	c.closeOnce.Do(func() { c.server.release(c) })
 	return c.Conn.Close()
 }

@@ -41,6 +41,8 @@ func start(t *testing.T, s *Server, scheme string) (string, context.CancelFunc, 
 	})
 	base := scheme + "://" + s.Addr().String()
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	// Tests that count connections must not see the probe's.
+	defer client.CloseIdleConnections()
 	g.Eventually(func() int {
 		resp, err := client.Get(base + "/readyz")
 		if err != nil {

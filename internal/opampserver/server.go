@@ -145,7 +145,10 @@ type principalKey struct{}
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.credentials.Authenticate(r.Context(), r, credential.UseOpAMP)
-		if credential.Refuse(w, s.log, err, "an OpAMP connection") {
+		if err != nil {
+			// Refused before the body is read: net/http must not drain it at the client's pace first.
+			bounded.SkipBody(w, r)
+			credential.Refuse(w, s.log, err, "an OpAMP connection")
 			return
 		}
 		if r.Header.Get("Content-Type") == contentTypeProtobuf {

@@ -37,6 +37,7 @@ const (
 	maxAttributeLen   = 256
 	maxComponentNames = 5
 	maxComponentDepth = 8
+	maxHashBytes      = 64
 )
 
 // session is one OpAMP connection: a WebSocket for its lifetime, or a single plain-HTTP request. It is the
@@ -387,7 +388,9 @@ func report(msg *protobufs.AgentToServer) fleet.Report {
 	}
 	if s := msg.RemoteConfigStatus; s != nil {
 		r.RemoteConfig = &fleet.RemoteConfigReport{
-			Hash:    hex.EncodeToString(s.LastRemoteConfigHash),
+			// Cut to what status.agents[].configHash takes (128 hex digits): a longer one fails the group's
+			// whole status write, and is not a hash this server sent (those are sha256) anyway.
+			Hash:    hex.EncodeToString(s.LastRemoteConfigHash[:min(len(s.LastRemoteConfigHash), maxHashBytes)]),
 			Status:  configStatus(s.Status),
 			Message: bounded.Truncate(s.ErrorMessage, 1024),
 		}

@@ -34,6 +34,8 @@ import (
 	"github.com/linkmesh/linkmesh-operator/internal/listener"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
 	"github.com/linkmesh/linkmesh-operator/internal/opampserver"
+	"github.com/linkmesh/linkmesh-operator/test/framework/leakcheck"
+	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
 )
 
 // maxMessageSize is small in tests so the oversized case is cheap.
@@ -57,6 +59,10 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	if testenv.Fuzzing() {
+		// The fuzz targets serve on a fake client; the engine starts this binary once per worker.
+		return m.Run()
+	}
 	// Every log line, at every verbosity, is kept so the run can prove no token was logged.
 	logs := &logBuffer{}
 	ctrl.SetLogger(funcr.New(logs.write, funcr.Options{Verbosity: 10}))
@@ -142,6 +148,13 @@ func run(m *testing.M) int {
 		panic("cache did not sync")
 	}
 	code := m.Run()
+	// What the server wrote to the API (EnrollmentToken redeems, and the ManagedCollector status the stand-in
+	// writes from the fleet's snapshots) must hold no token either.
+	leaks := leakcheck.New()
+	for _, tok := range issued.tokens {
+		leaks.Remember(tok)
+	}
+	report, err := leaks.Check(context.Background(), k8s)
 	cancel()
 	if err := <-done; err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
@@ -151,6 +164,10 @@ func run(m *testing.M) int {
 	}
 	if leaked := logs.containsAny(issued.tokens); leaked != "" {
 		fmt.Fprintln(os.Stderr, "FAIL: a log line contains a token:", leaked)
+		return 1
+	}
+	if err != nil || len(report.Leaks) > 0 {
+		fmt.Fprintln(os.Stderr, "FAIL:", report, err)
 		return 1
 	}
 	if logs.lines() == 0 {

@@ -68,6 +68,9 @@ type Options struct {
 	OpAMPBindAddress string
 	// TLSCertFile and TLSKeyFile switch the listener to TLS (wss:// and https://); both or neither.
 	TLSCertFile, TLSKeyFile string
+	// ListenerLimits bound the connections and request bodies of the listener's clients; zero values take
+	// the defaults.
+	ListenerLimits listener.Limits
 	// AgentImage is the default image of collector pods.
 	AgentImage string
 	// MirrorDir (--mirror-dir) is served under /api/v1/downloads/bin/ to installers on air-gapped hosts.
@@ -136,7 +139,9 @@ func (op *Operator) ConsoleAddr() net.Addr {
 // New builds the operator and binds its listener, so a taken port fails here rather than after start-up.
 // Start it with Start.
 func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
-	lis := listener.New(listener.Options{BindAddress: o.OpAMPBindAddress, CertFile: o.TLSCertFile, KeyFile: o.TLSKeyFile})
+	lis := listener.New(listener.Options{
+		BindAddress: o.OpAMPBindAddress, CertFile: o.TLSCertFile, KeyFile: o.TLSKeyFile, Limits: o.ListenerLimits,
+	})
 	if err := lis.Listen(); err != nil {
 		return nil, err
 	}

@@ -84,17 +84,22 @@ func New(o Options) (*Handler, error) {
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Every refusal comes before the body is read, and net/http must not drain it at the client's pace first.
 	if r.Method != http.MethodPost {
+		bounded.SkipBody(w, r)
 		w.Header().Set("Allow", http.MethodPost)
 		w.WriteHeader(http.StatusMethodNotAllowed)
 		return
 	}
 	poster, err := h.auth.Authenticate(r.Context(), r, credential.UseOwnMetrics)
-	if credential.Refuse(w, h.log, err, "an own-metrics request") {
+	if err != nil {
+		bounded.SkipBody(w, r)
+		credential.Refuse(w, h.log, err, "an own-metrics request")
 		return
 	}
 	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mediaType != contentTypeProtobuf && mediaType != contentTypeJSON {
+		bounded.SkipBody(w, r)
 		w.WriteHeader(http.StatusUnsupportedMediaType)
 		return
 	}
@@ -119,7 +124,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rejected > 0 {
 		resp.PartialSuccess().SetRejectedDataPoints(rejected)
 		resp.PartialSuccess().SetErrorMessage(reason)
-		h.log.V(1).Info("Rejected own metrics", "collector", poster.Membership.Collector.String(),
+		h.log.V(1).Info("Rejected own metrics", "collector", poster.Collector.String(),
 			"credential", poster.Fingerprint, "dataPoints", rejected, "reason", reason)
 	}
 	var out []byte

@@ -7,10 +7,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -23,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
+	"github.com/linkmesh/linkmesh-operator/internal/bounded"
 	"github.com/linkmesh/linkmesh-operator/internal/credential"
 	"github.com/linkmesh/linkmesh-operator/internal/index"
 	"github.com/linkmesh/linkmesh-operator/internal/manifests"
@@ -41,6 +46,17 @@ type Reconciler struct {
 	Clock clock.PassiveClock
 	// InstallCommand goes into status.installCommand of a usable token; empty leaves it out.
 	InstallCommand string
+
+	// warned is the last Secret apply failure warned about, per EnrollmentToken (a types.NamespacedName to
+	// a warning), so that a failure retried with backoff raises one Event, not one per retry, even before
+	// the cache shows the condition that records it.
+	warned sync.Map
+}
+
+// warning is a failure an Event was raised for.
+type warning struct {
+	uid     types.UID
+	message string
 }
 
 // +kubebuilder:rbac:groups=collectors.linkmesh.io,resources=enrollmenttokens,verbs=get;list;watch
@@ -51,6 +67,9 @@ type Reconciler struct {
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	et := &v1alpha1.EnrollmentToken{}
 	if err := r.Get(ctx, req.NamespacedName, et); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.warned.Delete(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !et.DeletionTimestamp.IsZero() {
@@ -71,8 +90,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	}()
 
 	if err := r.reconcileSecret(ctx, et); err != nil {
+		r.secretFailed(et, err)
 		return ctrl.Result{}, err
 	}
+	r.warned.Delete(req.NamespacedName)
 	collectorFound, err := r.collectorExists(ctx, et)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -112,11 +133,40 @@ func (r *Reconciler) reconcileSecret(ctx context.Context, et *v1alpha1.Enrollmen
 		token = credential.New(credential.PrefixEnrollment)
 	}
 	if err := ssa.Apply(ctx, r.Client, manifests.TokenSecret(et, token)); err != nil {
+		// The API server's answer, or a webhook's, could quote what was sent; it goes into status and Events.
+		if strings.Contains(err.Error(), token) {
+			return errors.New(strings.ReplaceAll(err.Error(), token, "<token>"))
+		}
 		return err
 	}
 	et.Status.SecretName = key.Name
 	return nil
 }
+
+// secretFailed records that the token's Secret cannot be written: Usable=False with the error, so the
+// token does not sit there without a word, and a Warning Event once per distinct failure.
+func (r *Reconciler) secretFailed(et *v1alpha1.EnrollmentToken, err error) {
+	msg := bounded.Truncate("cannot write the token's Secret "+naming.TokenSecret(et.Name)+": "+err.Error(), maxMessageLen)
+	prev := apimeta.FindStatusCondition(et.Status.Conditions, v1alpha1.ConditionUsable)
+	recorded := prev != nil && prev.Reason == v1alpha1.ReasonSecretApplyFailed && prev.Message == msg
+	key := types.NamespacedName{Namespace: et.Namespace, Name: et.Name}
+	w := warning{uid: et.UID, message: msg}
+	if last, ok := r.warned.Swap(key, w); !recorded && (!ok || last.(warning) != w) {
+		r.Recorder.Eventf(et, nil, corev1.EventTypeWarning, v1alpha1.EventApplyFailed, "ApplySecret", "%s",
+			bounded.Truncate(msg, maxNoteLen))
+	}
+	et.Status.ObservedGeneration = et.Generation
+	apimeta.SetStatusCondition(&et.Status.Conditions, metav1.Condition{
+		Type: v1alpha1.ConditionUsable, Status: metav1.ConditionFalse, ObservedGeneration: et.Generation,
+		Reason: v1alpha1.ReasonSecretApplyFailed, Message: msg,
+	})
+}
+
+// Bounds of the API: metav1.Condition's message, an events/v1 Event's note.
+const (
+	maxMessageLen = 32768
+	maxNoteLen    = 1024
+)
 
 func (r *Reconciler) collectorExists(ctx context.Context, et *v1alpha1.EnrollmentToken) (bool, error) {
 	mc := &v1alpha1.ManagedCollector{}

@@ -1,9 +1,12 @@
 // Package testenv starts one real kube-apiserver and etcd (envtest) per test package, with this operator's
-// CRDs installed, and stops them on every exit path it can see, so no control plane outlives its tests.
+// CRDs installed, and stops them on every exit path it can see, so no control plane outlives its tests. At
+// the end of the run it fails the package if any token the operator minted shows up in its logs, Events,
+// ConfigMaps, DaemonSets or ManagedCollector and EnrollmentToken objects (package leakcheck).
 package testenv
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -16,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	uzap "go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -24,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/linkmesh/linkmesh-operator/internal/operator"
+	"github.com/linkmesh/linkmesh-operator/test/framework/leakcheck"
 )
 
 // Env is a running control plane.
@@ -53,13 +58,35 @@ func Run(m *testing.M, setup func(*Env) (teardown func(), err error)) int {
 	return RunWith(m, Options{}, setup)
 }
 
+// Fuzzing reports whether this test binary runs a fuzz target (go test -fuzz, or one of its workers). A
+// TestMain calls it before it starts a control plane: a fuzz target needs none, and the fuzzing engine starts
+// the binary once per worker. It parses the flags, as a TestMain that reads them must.
+func Fuzzing() bool {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		return true
+	}
+	f := flag.Lookup("test.fuzzworker")
+	return f != nil && f.Value.String() == "true"
+}
+
 // RunWith is Run with options.
 func RunWith(m *testing.M, o Options, setup func(*Env) (teardown func(), err error)) int {
+	if Fuzzing() {
+		return m.Run()
+	}
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run `make test`, or set it to the output of hack/envtest-binaries.sh")
 		return 1
 	}
-	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapLevel()), zap.StacktraceLevel(zapcore.PanicLevel)))
+	// Every log line also goes to the leak check, at every verbosity up to V(7); stderr gets only what
+	// zapLevel lets by. From V(8) on client-go logs the bodies of API requests, Secrets included, as
+	// kubectl -v=8 does; cmd/manager warns about it.
+	leaks := leakcheck.New()
+	belowBodies := uzap.LevelEnablerFunc(func(l zapcore.Level) bool { return l >= -7 })
+	capture := zapcore.NewCore(zapcore.NewConsoleEncoder(uzap.NewDevelopmentEncoderConfig()), leaks, belowBodies)
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapLevel()), zap.StacktraceLevel(zapcore.PanicLevel),
+		zap.RawZapOpts(uzap.WrapCore(func(c zapcore.Core) zapcore.Core { return zapcore.NewTee(c, capture) }))))
 	te := &envtest.Environment{}
 	if !o.NoCRDs {
 		te.CRDDirectoryPaths = []string{filepath.Join(RepoRoot(), "config", "crd", "bases")}
@@ -103,18 +130,39 @@ func RunWith(m *testing.M, o Options, setup func(*Env) (teardown func(), err err
 		fmt.Fprintln(os.Stderr, "creating a client:", err)
 		return 1
 	}
-	env := &Env{Config: cfg, Client: c}
-	if setup != nil {
-		teardown, err := setup(env)
-		if teardown != nil {
-			defer teardown()
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "test setup:", err)
-			return 1
-		}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	if err := leaks.WatchSecrets(watchCtx, cfg, scheme); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
-	return m.Run()
+	env := &Env{Config: cfg, Client: c}
+	code := func() int {
+		if setup != nil {
+			teardown, err := setup(env)
+			if teardown != nil {
+				defer teardown()
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "test setup:", err)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	// After the operator stopped: everything it wrote, against every token it minted.
+	report, err := leaks.Check(context.Background(), c)
+	switch {
+	case err != nil:
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	case len(report.Leaks) > 0:
+		fmt.Fprintln(os.Stderr, "FAIL:", report)
+		return 1
+	case testing.Verbose():
+		fmt.Fprintln(os.Stderr, report)
+	}
+	return code
 }
 
 // StartOperator runs the operator against env until the returned function is called, which waits for the
