@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -25,7 +27,33 @@ func main() {
 	}
 }
 
+// memoryLimitShare is the part of the container's memory limit the Go runtime keeps the heap under: the rest
+// is stacks, buffers and what the runtime does not count.
+const memoryLimitShare = 0.9
+
+// setMemoryLimit gives the Go runtime a soft memory limit of memoryLimitShare of the container's, from
+// LINKMESH_MEMORY_LIMIT (bytes, the downward API's limits.memory), unless GOMEMLIMIT sets one: the runtime
+// then collects harder before the kernel kills the operator, and every collector with it.
+func setMemoryLimit() (int64, error) {
+	raw := os.Getenv("LINKMESH_MEMORY_LIMIT")
+	if raw == "" || os.Getenv("GOMEMLIMIT") != "" {
+		return 0, nil
+	}
+	limit, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || limit <= 0 {
+		return 0, fmt.Errorf("LINKMESH_MEMORY_LIMIT=%q is not a number of bytes", raw)
+	}
+	// A container without a limit gets the node's memory here, which is no limit worth setting.
+	soft := int64(float64(limit) * memoryLimitShare)
+	debug.SetMemoryLimit(soft)
+	return soft, nil
+}
+
 func run() error {
+	soft, err := setMemoryLimit()
+	if err != nil {
+		return err
+	}
 	var o operator.Options
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the manager's /healthz and /readyz.")
@@ -97,7 +125,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	ctrl.Log.WithName("setup").Info("Starting the operator", "externalURL", op.ExternalURL(), "listener", op.ListenerAddr().String(), "console", op.ConsoleAddr())
+	ctrl.Log.WithName("setup").Info("Starting the operator", "externalURL", op.ExternalURL(), "listener", op.ListenerAddr().String(),
+		"console", op.ConsoleAddr(), "goMemoryLimit", soft)
 	return op.Start(ctrl.SetupSignalHandler())
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -109,6 +110,19 @@ func TestDefaults(t *testing.T) {
 	if want := "ghcr.io/linkmesh/linkmesh-operator:" + appVersion(t); c.Image != want {
 		t.Errorf("image = %q, want %q (the chart's appVersion)", c.Image, want)
 	}
+	limit := false
+	for _, e := range c.Env {
+		if e.Name == "LINKMESH_MEMORY_LIMIT" && e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil &&
+			e.ValueFrom.ResourceFieldRef.Resource == "limits.memory" {
+			limit = true
+		}
+	}
+	if !limit {
+		t.Errorf("env %+v lacks LINKMESH_MEMORY_LIMIT from limits.memory: the Go runtime would not know the pod's limit", c.Env)
+	}
+	if len(pod.TopologySpreadConstraints) != 0 || find(objs, "PodDisruptionBudget", release) != nil {
+		t.Errorf("one replica renders a spread %+v or a PodDisruptionBudget", pod.TopologySpreadConstraints)
+	}
 
 	svc := &corev1.Service{}
 	fromUnstructured(t, mustFind(t, objs, "Service", release), svc)
@@ -201,6 +215,36 @@ func TestValues(t *testing.T) {
 			if !slices.Contains(args, want) {
 				t.Errorf("args %q lack %q", args, want)
 			}
+		}
+	})
+	t.Run("two replicas", func(t *testing.T) {
+		objs := render(t, renderOpts{release: release, namespace: namespace, set: []string{"replicaCount=2"}})
+		dep := &appsv1.Deployment{}
+		fromUnstructured(t, mustFind(t, objs, "Deployment", release), dep)
+		if *dep.Spec.Replicas != 2 || !slices.Contains(dep.Spec.Template.Spec.Containers[0].Args, "--leader-elect") {
+			t.Errorf("replicas %d, args %q: want 2 with --leader-elect", *dep.Spec.Replicas, dep.Spec.Template.Spec.Containers[0].Args)
+		}
+		spread := dep.Spec.Template.Spec.TopologySpreadConstraints
+		if len(spread) != 1 || spread[0].TopologyKey != "kubernetes.io/hostname" || spread[0].MaxSkew != 1 ||
+			spread[0].LabelSelector == nil || spread[0].LabelSelector.MatchLabels["app.kubernetes.io/name"] != "linkmesh-operator" {
+			t.Errorf("topologySpreadConstraints = %+v, want the replicas spread across nodes", spread)
+		}
+		pdb := &policyv1.PodDisruptionBudget{}
+		fromUnstructured(t, mustFind(t, objs, "PodDisruptionBudget", release), pdb)
+		if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 ||
+			pdb.Spec.Selector.MatchLabels["app.kubernetes.io/name"] != "linkmesh-operator" {
+			t.Errorf("PodDisruptionBudget spec = %+v, want maxUnavailable 1 over the operator's pods", pdb.Spec)
+		}
+		// A user's own constraints replace the default; the budget can be turned off.
+		objs = render(t, renderOpts{release: release, namespace: namespace, set: []string{"replicaCount=3",
+			"topologySpreadConstraints[0].maxSkew=1", "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+			"topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule", "podDisruptionBudget.enabled=false"}})
+		fromUnstructured(t, mustFind(t, objs, "Deployment", release), dep)
+		if spread := dep.Spec.Template.Spec.TopologySpreadConstraints; len(spread) != 1 || spread[0].TopologyKey != "topology.kubernetes.io/zone" {
+			t.Errorf("topologySpreadConstraints = %+v, want only the user's", spread)
+		}
+		if find(objs, "PodDisruptionBudget", release) != nil {
+			t.Error("podDisruptionBudget.enabled=false still renders one")
 		}
 	})
 	t.Run("replicas without leader election are refused", func(t *testing.T) {
