@@ -30,8 +30,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
-	"github.com/linkmesh/linkmesh-operator/internal/controller/desired"
 	"github.com/linkmesh/linkmesh-operator/internal/console"
+	"github.com/linkmesh/linkmesh-operator/internal/controller/desired"
 	"github.com/linkmesh/linkmesh-operator/internal/controller/enrollmenttoken"
 	"github.com/linkmesh/linkmesh-operator/internal/controller/managedcollector"
 	"github.com/linkmesh/linkmesh-operator/internal/credential"
