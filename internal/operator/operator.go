@@ -257,7 +257,7 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 	}
 	lis.Handle(otlpintake.Path, intake)
 	// The last operator built in a process owns the series; only tests build more than one.
-	for _, c := range []prometheus.Collector{otlpintake.NewCollector(fl), fleet.NewMetrics(fl), statusmetrics.New(mgr.GetCache())} {
+	for _, c := range []prometheus.Collector{otlpintake.NewThroughputMetrics(fl), fleet.NewMetrics(fl), statusmetrics.New(mgr.GetCache())} {
 		ctrlmetrics.Registry.Unregister(c)
 		if err := ctrlmetrics.Registry.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the fleet metrics: %w", err)

@@ -33,25 +33,26 @@ var (
 		[]string{"namespace", "name", "component", "signal"}, nil)
 )
 
-// Collector exports the fleet's throughput as linkmesh_collector_* gauges, read at scrape time: series of
+// ThroughputMetrics exports the fleet's throughput as linkmesh_collector_* gauges, read at scrape time: series of
 // deleted ManagedCollectors and silent components disappear by themselves. Labels are per ManagedCollector
 // and per component (at most v1alpha1.MaxComponentsInStatus of them), never per agent.
-type Collector struct {
+type ThroughputMetrics struct {
 	fleet Throughputs
 }
 
-// NewCollector returns a Collector; register it with controller-runtime's metrics.Registry.
-func NewCollector(f Throughputs) *Collector { return &Collector{fleet: f} }
+// NewThroughputMetrics returns the Prometheus collector of the throughput; register it with
+// controller-runtime's metrics.Registry. (A Prometheus "collector", not an OpenTelemetry one.)
+func NewThroughputMetrics(f Throughputs) *ThroughputMetrics { return &ThroughputMetrics{fleet: f} }
 
 // Describe implements prometheus.Collector.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+func (c *ThroughputMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReporting, descItems, descComponent, descQueueSize, descQueueCapacity} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+func (c *ThroughputMetrics) Collect(ch chan<- prometheus.Metric) {
 	for key, t := range c.fleet.Throughputs() {
 		ns, name := key.Namespace, key.Name
 		ch <- prometheus.MustNewConstMetric(descReporting, prometheus.GaugeValue, float64(t.Reporting), ns, name)

@@ -83,6 +83,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		case err != nil:
 			retErr = errors.Join(retErr, err)
 		}
+		if ctx.Err() != nil {
+			// Cut short by the manager stopping: the next start reconciles the token anyway.
+			retErr = nil
+		}
 		if retErr != nil {
 			// An error requeues with backoff; a RequeueAfter beside it would be ignored.
 			res = ctrl.Result{}
@@ -100,7 +104,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	}
 	now := r.Clock.Now()
 	from := et.Status.Phase
+	wasRedeemed := usableReason(et) == v1alpha1.ReasonRedeemed
 	computeStatus(et, now, collectorFound)
+	if !wasRedeemed && usableReason(et) == v1alpha1.ReasonRedeemed && et.Status.RedeemedBy != nil {
+		// The redeem wrote the phase; this is where it is first seen as the token's state.
+		rb := et.Status.RedeemedBy
+		r.Recorder.Eventf(et, nil, corev1.EventTypeNormal, v1alpha1.EventTokenRedeemed, "Redeem",
+			"redeemed by host %q (instance %s); only that host may use the token from now on", rb.HostName, rb.InstanceUID)
+	}
 	et.Status.InstallCommand = ""
 	if p := et.Status.Phase; p == v1alpha1.TokenPending || p == v1alpha1.TokenRedeemed {
 		et.Status.InstallCommand = r.InstallCommand

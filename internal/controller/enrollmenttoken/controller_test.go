@@ -11,10 +11,12 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
@@ -193,6 +195,19 @@ func TestRedeemedTokenDoesNotExpire(t *testing.T) {
 		g.Expect(et.Status.RedeemedBy.HostName).To(Equal("web-01"))
 		usable := apimeta.FindStatusCondition(et.Status.Conditions, v1alpha1.ConditionUsable)
 		g.Expect(usable.Reason).To(Equal(v1alpha1.ReasonRedeemed))
+	}, timeout, interval).Should(Succeed())
+	// The redeem is announced once, naming the host.
+	g.Eventually(func(g Gomega) {
+		list := &eventsv1.EventList{}
+		g.Expect(env.Client.List(ctx, list, client.InNamespace(ns))).To(Succeed())
+		var notes []string
+		for _, e := range list.Items {
+			if e.Regarding.Kind == "EnrollmentToken" && e.Regarding.Name == "used" && e.Reason == v1alpha1.EventTokenRedeemed {
+				g.Expect(e.Type).To(Equal(corev1.EventTypeNormal))
+				notes = append(notes, e.Note)
+			}
+		}
+		g.Expect(notes).To(ConsistOf(`redeemed by host "web-01" (instance 0190c8a2-0000-7000-8000-000000000001); only that host may use the token from now on`))
 	}, timeout, interval).Should(Succeed())
 }
 

@@ -75,3 +75,11 @@ func (phaseChanged) Update(e event.UpdateEvent) bool {
 	newT, ok2 := e.ObjectNew.(*v1alpha1.EnrollmentToken)
 	return ok1 && ok2 && oldT.Status.Phase != newT.Status.Phase
 }
+
+// usableReason is the reason of the Usable condition, empty without one.
+func usableReason(et *v1alpha1.EnrollmentToken) string {
+	if c := apimeta.FindStatusCondition(et.Status.Conditions, v1alpha1.ConditionUsable); c != nil {
+		return c.Reason
+	}
+	return ""
+}
