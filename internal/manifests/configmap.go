@@ -147,7 +147,7 @@ func AcceptedConfig(cm *corev1.ConfigMap) (Accepted, bool, error) {
 		Stable:      cm.Data[StableConfigKey],
 		Phase:       st.Phase,
 		Threshold:   threshold,
-		StepStarted: st.StepStarted.Time,
+		StepStarted: st.StepStarted.UTC(),
 		Superseded:  st.Superseded,
 	}
 	return out, true, nil
