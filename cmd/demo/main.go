@@ -28,6 +28,7 @@ func main() {
 	flag.StringVar(&o.WorkDir, "workdir", ".demo", "Directory for the kubeconfig and the node's files.")
 	flag.StringVar(&binDir, "bin", "", "Directory with opampsupervisor and otelcol (hack/e2e-binaries.sh prints it).")
 	flag.StringVar(&o.ListenAddress, "listen", "127.0.0.1:4320", "The operator's OpAMP listener.")
+	flag.StringVar(&o.ConsoleAddress, "console", "127.0.0.1:8082", "The operator's read-only web console; 0 turns it off.")
 	flag.StringVar(&o.Node, "node", "node-agents", "The DaemonSet ManagedCollector of config/samples whose pod the demo plays.")
 	flag.StringVar(&o.MirrorDir, "mirror-dir", "", "The operator's air-gap mirror for install-opamp.sh (make mirror stages one); without it no host is enrolled.")
 	flag.StringVar(&o.Host, "host", "linux-hosts", "The External ManagedCollector of config/samples that the demo's host joins.")

@@ -62,9 +62,8 @@ type Options struct {
 	Host string
 	// HostSupervisorVersion is the version of the supervisor in MirrorDir, passed to the installer.
 	HostSupervisorVersion string
-	// ConsoleURL, when set, says where the web console of this run is served; the demo prints it once the
-	// operator runs. Empty answers print nothing.
-	ConsoleURL func(op *operator.Operator) string
+	// ConsoleAddress is where the operator serves its read-only web console, on loopback (no token needed).
+	ConsoleAddress string
 }
 
 // settleTimeout bounds the wait at shutdown for the operator to record the stopped collectors.
@@ -107,7 +106,8 @@ func Run(ctx context.Context, o Options) (retErr error) {
 	}
 	say("  kubectl works against it: export KUBECONFIG=%s; so does the plugin: bin/kubectl-linkmesh status", kubeconfigPath)
 
-	op, err := operator.New(cfg, operator.Options{MetricsAddr: "0", ProbeAddr: "0", OpAMPBindAddress: o.ListenAddress, MirrorDir: o.MirrorDir})
+	op, err := operator.New(cfg, operator.Options{MetricsAddr: "0", ProbeAddr: "0", OpAMPBindAddress: o.ListenAddress,
+		MirrorDir: o.MirrorDir, ConsoleBindAddress: o.ConsoleAddress})
 	if err != nil {
 		return err
 	}
@@ -121,10 +121,8 @@ func Run(ctx context.Context, o Options) (retErr error) {
 		}
 	}()
 	say("Operator running; collectors reach it at %s", op.ExternalURL())
-	if o.ConsoleURL != nil {
-		if u := o.ConsoleURL(op); u != "" {
-			say("  web console: %s", u)
-		}
+	if addr := op.ConsoleAddr(); addr != nil {
+		say("Web console (read-only): http://%s/", addr)
 	}
 
 	// The demo's own reads and writes go straight to the API server; the operator's cache is its own.
