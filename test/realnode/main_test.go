@@ -33,6 +33,8 @@ var (
 	cluster *onenode.Cluster
 	k8s     client.Client
 	helmBin string
+	// kubectlBin is the kubectl of the node binaries.
+	kubectlBin string
 	// images are the locally built images by name (pause, operator, agent): their tags.
 	images = map[string]string{}
 	// skip is why the suite does not run here.
@@ -53,6 +55,7 @@ func run(m *testing.M) int {
 	if err != nil {
 		return fail(err)
 	}
+	kubectlBin = filepath.Join(nodeBin, "kubectl")
 	controlPlaneBin, err := binDir("KUBEBUILDER_ASSETS", "envtest-binaries.sh")
 	if err != nil {
 		return fail(err)

@@ -175,6 +175,17 @@ func (s *suite) applyCollector(t *testing.T) {
 		},
 	})).To(Succeed())
 
+	// What a user or a pipeline waits with: kubectl wait reads the Ready condition.
+	wait := exec.Command(kubectlBin, "--kubeconfig", cluster.Kubeconfig, "wait", "--for=condition=Ready",
+		"managedcollector/"+collectorName, "-n", namespace, "--timeout=3m")
+	out, err := wait.CombinedOutput()
+	g.Expect(err).NotTo(HaveOccurred(), "kubectl wait: %s", out)
+	g.Expect(string(out)).To(ContainSubstring("condition met"))
+	t.Logf("MEASURE ManagedCollector applied -> kubectl wait --for=condition=Ready returns: %s", time.Since(start).Round(time.Millisecond))
+	wide, err := exec.Command(kubectlBin, "--kubeconfig", cluster.Kubeconfig, "get", "mc", "-n", namespace, "-o", "wide").CombinedOutput()
+	g.Expect(err).NotTo(HaveOccurred(), "%s", wide)
+	t.Logf("kubectl get mc -o wide:\n%s", wide)
+
 	var agent v1alpha1.AgentStatus
 	g.Eventually(func(g Gomega) {
 		mc := getCollector(g)
