@@ -22,8 +22,9 @@ const (
 	// refuses before the process cannot open a file or reach the API server.
 	DefaultMaxConnections = 16384
 	// DefaultMaxConnectionsPerAddress bounds the connections one address may have opening or carrying a
-	// request at once. Idle keep-alive connections and established WebSockets do not count, so many
-	// collectors behind one proxy or NAT address fit: each of their requests takes milliseconds.
+	// request at once while the listener is half full or more. Idle keep-alive connections and established
+	// WebSockets do not count, so many collectors behind one proxy or NAT address fit: each of their
+	// requests takes milliseconds.
 	DefaultMaxConnectionsPerAddress = 256
 	// DefaultBodyReadTimeout is the longest any request body may take to arrive.
 	DefaultBodyReadTimeout = 30 * time.Second
@@ -45,8 +46,10 @@ type Limits struct {
 	MaxConnections int
 	// MaxConnectionsPerAddress caps the connections of one remote address (an IPv6 /64) that are opening or
 	// carrying a request at once (--max-connections-per-address); idle keep-alive connections and upgraded
-	// WebSockets do not count. Negative: no per-address cap. A connection over it is answered 503 with
-	// Retry-After and closed. Behind a proxy every client has the proxy's address.
+	// WebSockets do not count. The cap applies only while the listener holds half of MaxConnections or more:
+	// it keeps one address from taking the slots that are left, and does not slow a reconnect storm through
+	// one proxy address while there is room. Negative: no per-address cap. A connection over it is answered
+	// 503 with Retry-After and closed. Behind a proxy every client has the proxy's address.
 	MaxConnectionsPerAddress int
 	// BodyReadTimeout bounds the time a request body may take (--body-read-timeout).
 	BodyReadTimeout time.Duration
@@ -100,7 +103,7 @@ func (s *Server) admit(tc *trackedConn) error {
 	switch {
 	case s.admitted >= s.limits.MaxConnections:
 		tc.refused = overListener
-	case s.limits.MaxConnectionsPerAddress > 0 && s.busy[tc.addr] >= s.limits.MaxConnectionsPerAddress:
+	case s.addressCapped() && s.busy[tc.addr] >= s.limits.MaxConnectionsPerAddress:
 		tc.refused = overAddress
 	}
 	if tc.refused != "" {
@@ -116,6 +119,14 @@ func (s *Server) admit(tc *trackedConn) error {
 	}
 	s.conns[tc] = struct{}{}
 	return nil
+}
+
+// addressCapped tells whether the per-address cap applies now: it is set and the listener holds half of
+// MaxConnections or more. Below that a flood from one address cannot keep others out, while a storm of
+// legitimate handshakes through one proxy or NAT address (a fleet reconnecting after a failover) would be
+// sent to wait out Retry-After for nothing. s.mu is held.
+func (s *Server) addressCapped() bool {
+	return s.limits.MaxConnectionsPerAddress > 0 && s.admitted >= s.limits.MaxConnections/2
 }
 
 // release forgets a closed connection.
@@ -174,7 +185,7 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 			return
 		}
 		s.busyLocked(tc)
-		if s.limits.MaxConnectionsPerAddress > 0 && s.busy[tc.addr] > s.limits.MaxConnectionsPerAddress {
+		if s.addressCapped() && s.busy[tc.addr] > s.limits.MaxConnectionsPerAddress {
 			tc.refused = overAddress
 		}
 	}

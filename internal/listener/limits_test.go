@@ -114,9 +114,23 @@ func expectRefused(g Gomega, resp *http.Response, why string) {
 	g.ExpectWithOffset(1, string(body)).To(ContainSubstring(why))
 }
 
+// fillHalf opens idle keep-alive connections from 127.0.0.9 until s holds half its MaxConnections, where
+// the per-address cap starts to apply.
+func fillHalf(t *testing.T, s *Server, addr string, already int) {
+	t.Helper()
+	for range s.Limits().MaxConnections/2 - already {
+		c := dialFrom(t, "127.0.0.9", addr)
+		if code := get(t, c, bufio.NewReader(c), "/ok").StatusCode; code != http.StatusOK {
+			t.Fatalf("filling the listener: %d", code)
+		}
+	}
+}
+
 func TestPerAddressCapCountsRequestsInFlightNotIdleOrWebSockets(t *testing.T) {
 	g := NewWithT(t)
-	s, addr := limitsServer(t, Limits{MaxConnectionsPerAddress: 2})
+	s, addr := limitsServer(t, Limits{MaxConnections: 20, MaxConnectionsPerAddress: 2})
+	g.Eventually(s.OpenConns, 5*time.Second).Should(BeZero(), "start's readiness probe closed its connection")
+	fillHalf(t, s, addr, 2)
 
 	// Two connections from one host that are still sending their headers fill its share.
 	var slow []net.Conn
@@ -143,6 +157,7 @@ func TestPerAddressCapCountsRequestsInFlightNotIdleOrWebSockets(t *testing.T) {
 	for range 3 {
 		c := dialFrom(t, "127.0.0.2", addr)
 		g.Expect(get(t, c, bufio.NewReader(c), "/ok").StatusCode).To(Equal(http.StatusOK))
+		c.Close()
 	}
 
 	// Nor do established WebSockets: many collectors behind one proxy address stay connected.
@@ -160,7 +175,8 @@ func TestPerAddressCapCountsRequestsInFlightNotIdleOrWebSockets(t *testing.T) {
 
 func TestIdleConnectionOverThePerAddressCapIsRefusedAtItsNextRequest(t *testing.T) {
 	g := NewWithT(t)
-	_, addr := limitsServer(t, Limits{MaxConnectionsPerAddress: 1})
+	s, addr := limitsServer(t, Limits{MaxConnections: 4, MaxConnectionsPerAddress: 1})
+	g.Eventually(s.OpenConns, 5*time.Second).Should(BeZero(), "start's readiness probe closed its connection")
 	idle := dialFrom(t, "127.0.0.2", addr)
 	idleR := bufio.NewReader(idle)
 	g.Expect(get(t, idle, idleR, "/ok").StatusCode).To(Equal(http.StatusOK))
@@ -172,6 +188,42 @@ func TestIdleConnectionOverThePerAddressCapIsRefusedAtItsNextRequest(t *testing.
 	g.Eventually(func() int {
 		return get(t, idle, idleR, "/ok").StatusCode
 	}).Should(Equal(http.StatusServiceUnavailable))
+}
+
+// TestPerAddressCapWaitsForAHalfFullListener: a fleet reconnecting through one proxy address after a
+// failover is not sent to wait out Retry-After while the listener has room.
+func TestPerAddressCapWaitsForAHalfFullListener(t *testing.T) {
+	g := NewWithT(t)
+	s, addr := limitsServer(t, Limits{MaxConnections: 40, MaxConnectionsPerAddress: 2})
+	g.Eventually(s.OpenConns, 5*time.Second).Should(BeZero(), "start's readiness probe closed its connection")
+
+	// Nineteen handshakes in flight at once from one address: more than its cap, under half the listener.
+	var storm []net.Conn
+	for range 19 {
+		c := dialFrom(t, "127.0.0.2", addr)
+		_, err := io.WriteString(c, "GET /ok HTTP/1.1\r\nHost: test\r\n")
+		g.Expect(err).NotTo(HaveOccurred())
+		storm = append(storm, c)
+	}
+	g.Eventually(s.OpenConns).Should(Equal(19))
+	for i, c := range storm {
+		_, err := io.WriteString(c, "\r\n")
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(read(t, c, bufio.NewReader(c)).StatusCode).To(Equal(http.StatusOK), "connection %d", i)
+	}
+
+	// With the twentieth held, the listener is half full: the address's next connections in flight count.
+	fillHalf(t, s, addr, 19)
+	var busy []net.Conn
+	for range 2 {
+		c := dialFrom(t, "127.0.0.2", addr)
+		_, err := io.WriteString(c, "GET /ok HTTP/1.1\r\nHost: test\r\n")
+		g.Expect(err).NotTo(HaveOccurred())
+		busy = append(busy, c)
+	}
+	g.Eventually(s.OpenConns).Should(Equal(22))
+	over := dialFrom(t, "127.0.0.2", addr)
+	expectRefused(g, get(t, over, bufio.NewReader(over), "/ok"), "max-connections-per-address")
 }
 
 func TestListenerCapCountsEveryConnection(t *testing.T) {
