@@ -80,7 +80,7 @@ func run() error {
 			"Retry-After. 0 means %d, or three quarters of the open-files limit when that is lower.", listener.DefaultMaxConnections))
 	flag.IntVar(&o.ListenerLimits.MaxConnectionsPerAddress, "max-connections-per-address", listener.DefaultMaxConnectionsPerAddress,
 		"Connections of one remote address (an IPv6 /64) opening or carrying a request at once, once the listener "+
-			"holds half of --max-connections; idle keep-alive connections and WebSockets do not count. More are "+
+			"holds three quarters of --max-connections; idle keep-alive connections and WebSockets do not count. More are "+
 			"answered 503 with Retry-After. 0 turns the cap off. "+
 			"Behind a proxy every collector has the proxy's address: see the README.")
 	flag.DurationVar(&o.ListenerLimits.BodyReadTimeout, "body-read-timeout", listener.DefaultBodyReadTimeout,
