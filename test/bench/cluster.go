@@ -18,6 +18,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	linkmesh "github.com/linkmesh/linkmesh-operator/internal/operator"
 	"github.com/linkmesh/linkmesh-operator/test/bench/apirequests"
+	"github.com/linkmesh/linkmesh-operator/test/framework/process"
 )
 
 // cluster is the bench's view of the API server: a client whose every request is counted (so the bench
@@ -222,7 +223,7 @@ func (cl *cluster) createNamespace(ctx context.Context) error {
 // window is a stretch of time over which the bench counts the operator's API requests and CPU.
 type window struct {
 	server, own apirequests.Counts
-	usage       usage
+	usage       process.Usage
 }
 
 // openWindow takes the counts at the start of a window.
@@ -231,7 +232,7 @@ func openWindow(ctx context.Context, cl *cluster, pid int) (window, error) {
 	if err != nil {
 		return window{}, err
 	}
-	u, err := usageOf(pid)
+	u, err := process.UsageOf(pid)
 	if err != nil {
 		return window{}, err
 	}
@@ -245,7 +246,7 @@ type measured struct {
 	// CPU is the operator's CPU time in the window, in seconds.
 	CPU float64
 	// Usage is the operator's at the end.
-	Usage usage
+	Usage process.Usage
 }
 
 // close takes the counts at the end of a window and returns the differences.

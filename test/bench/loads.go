@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/linkmesh/linkmesh-operator/test/bench/loadgen"
+	"github.com/linkmesh/linkmesh-operator/test/framework/process"
 )
 
 // runLoad is `bench load`: one load generator process (see package loadgen).
@@ -95,7 +96,7 @@ type loads struct {
 }
 
 type loadProc struct {
-	*child
+	*process.Child
 	mu       sync.Mutex
 	progress loadgen.Progress
 	ready    bool
@@ -116,12 +117,12 @@ func startLoads(ctx context.Context, self, dir string, s loadSpec) (*loads, erro
 		if s.pods {
 			args = append(args, "-pods")
 		}
-		c, err := startChild(fmt.Sprintf("%s-%d", s.name, k), dir, syscall.SIGKILL, nil, self, args...)
+		c, err := process.Start(fmt.Sprintf("%s-%d", s.name, k), dir, syscall.SIGKILL, nil, self, args...)
 		if err != nil {
 			l.Stop()
 			return nil, err
 		}
-		p := &loadProc{child: c}
+		p := &loadProc{Child: c}
 		l.procs = append(l.procs, p)
 		go l.read(p)
 		first += n
@@ -149,7 +150,7 @@ func startLoads(ctx context.Context, self, dir string, s loadSpec) (*loads, erro
 
 // read follows one process's events until its stdout ends.
 func (l *loads) read(p *loadProc) {
-	for line := range p.lines {
+	for line := range p.Lines() {
 		var e loadgen.Event
 		err := json.Unmarshal(line, &e)
 		p.mu.Lock()
@@ -168,7 +169,7 @@ func (l *loads) read(p *loadProc) {
 		p.mu.Unlock()
 		l.changed.Notify()
 	}
-	<-p.done
+	<-p.Done()
 	p.mu.Lock()
 	if p.failure == "" {
 		p.failure = "exited"
@@ -185,10 +186,10 @@ func (l *loads) failed() error {
 		p.mu.Unlock()
 		if f != "" {
 			select {
-			case <-p.done:
-				return fmt.Errorf("load generator %s: %s; %w", p.name, f, p.exited())
+			case <-p.Done():
+				return fmt.Errorf("load generator %s: %s; %w", p.Name, f, p.Exited())
 			default:
-				return fmt.Errorf("load generator %s: %s", p.name, f)
+				return fmt.Errorf("load generator %s: %s", p.Name, f)
 			}
 		}
 	}

@@ -28,6 +28,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/linkmesh/linkmesh-operator/test/bench/floor"
+	"github.com/linkmesh/linkmesh-operator/test/framework/manager"
+	"github.com/linkmesh/linkmesh-operator/test/framework/process"
 )
 
 func main() {
@@ -179,7 +181,7 @@ func runBench(args []string) error {
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	defer killAllChildren()
+	defer process.KillAll()
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -191,7 +193,7 @@ func runBench(args []string) error {
 		fmt.Fprintf(os.Stderr, "bench: %v: stopping (again to kill everything now)\n", s)
 		cancel(fmt.Errorf("interrupted by %v", s))
 		if _, ok := <-sigs; ok {
-			killAllChildren()
+			process.KillAll()
 			os.Exit(130)
 		}
 	}()
@@ -218,7 +220,7 @@ func runBench(args []string) error {
 	if o.manager == "" {
 		o.manager = filepath.Join(o.tmpDir, "manager")
 		progress("building ./cmd/manager")
-		if err := goBuild(ctx, o.manager, "./cmd/manager"); err != nil {
+		if err := manager.Build(ctx, ".", o.manager); err != nil {
 			return err
 		}
 	}
