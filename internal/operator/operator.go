@@ -194,7 +194,7 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 	recorder := mgr.GetEventRecorder("linkmesh-operator")
 	rep = replica.New(replica.Options{
 		ID: o.ReplicaID, Namespace: o.ReplicaNamespace, Client: mgr.GetClient(), Cache: mgr.GetCache(),
-		Recorder: recorder, Fleet: fl, Elected: mgr.Elected(), Drained: lis.Drained(),
+		Fleet: fl, Elected: mgr.Elected(), Drained: lis.Drained(),
 	})
 	if err := mgr.Add(rep); err != nil {
 		return nil, err

@@ -24,7 +24,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -58,11 +57,10 @@ type Options struct {
 	ID string
 	// Namespace holds the replicas' Leases: the operator's own.
 	Namespace string
-	// Client writes shares and Leases; Cache reads them and ManagedCollectors.
+	// Client writes shares, Leases and the collectors' Events; Cache reads shares, Leases and
+	// ManagedCollectors.
 	Client client.Client
 	Cache  client.Reader
-	// Recorder records the collectors' Events.
-	Recorder events.EventRecorder
 	// Fleet is this replica's fleet.
 	Fleet *fleet.Registry
 	// Elected is closed when this replica becomes the leader (the manager's Elected).
@@ -81,6 +79,7 @@ type Replica struct {
 	opts     Options
 	hash     string
 	triggers chan event.TypedGenericEvent[*v1alpha1.ManagedCollector]
+	events   chan eventWrite
 
 	mu        sync.Mutex
 	leader    bool
@@ -113,6 +112,7 @@ func New(o Options) *Replica {
 		opts:      o,
 		hash:      hex.EncodeToString(sum[:5]),
 		triggers:  make(chan event.TypedGenericEvent[*v1alpha1.ManagedCollector], 1024),
+		events:    make(chan eventWrite, eventQueue),
 		published: map[types.NamespacedName]*v1alpha1.CollectorShare{},
 	}
 }
@@ -138,6 +138,7 @@ func (r *Replica) IsLeader() bool {
 // Start reports until ctx is done, then removes this replica's shares and Lease.
 func (r *Replica) Start(ctx context.Context) error {
 	log := ctrl.LoggerFrom(ctx).WithName("replica").WithValues("replica", r.opts.ID)
+	go r.writeEvents(ctx, log)
 	renew := r.opts.Clock.NewTicker(r.opts.RenewPeriod)
 	defer renew.Stop()
 	gc := r.opts.Clock.NewTicker(gcPeriod)
@@ -190,7 +191,7 @@ func (r *Replica) report(ctx context.Context, log logger, key types.NamespacedNa
 		return
 	}
 	for _, e := range r.opts.Fleet.DrainEvents(key) {
-		r.opts.Recorder.Eventf(mc, nil, e.Type, e.Reason, "OpAMP", "%s", e.Message)
+		r.queueEvent(log, mc, e)
 	}
 	if r.IsLeader() {
 		select {
