@@ -343,18 +343,61 @@ func (r *Replica) becomeLeader(ctx context.Context, log logger) {
 	}
 }
 
-// stop removes this replica's shares and Lease once its connections are closed, so the leader drops its
-// collectors at once rather than after the Lease expires.
+// maxDrainWait bounds how long stop waits for the listener's drain.
+const maxDrainWait = 30 * time.Second
+
+// stop follows the listener's drain, then removes this replica's shares and Lease once its connections
+// are closed, so the leader drops its collectors at once rather than after the Lease expires.
+//
+// While the drain closes the connections, the collectors reconnect to the other replicas: a share frozen
+// at its fullest would count each of them twice, here and there, until the end of the drain. The fleet no
+// longer signals changes (it stopped with the manager), so once a second this replica publishes what it
+// still holds, or, as the leader, has its reconciler count it. The Events of the drain (the collectors'
+// Disconnected) are not recorded: each collector's Reconnected on the replica it moves to says it.
 func (r *Replica) stop(log logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), maxDrainWait+5*time.Second)
+	defer cancel()
 	if r.opts.Drained != nil {
-		select {
-		case <-r.opts.Drained:
-		case <-time.After(30 * time.Second):
+		tick := r.opts.Clock.NewTicker(time.Second)
+		defer tick.Stop()
+		deadline := r.opts.Clock.After(maxDrainWait)
+	drain:
+		for {
+			select {
+			case <-r.opts.Drained:
+				break drain
+			case <-deadline:
+				break drain
+			case <-tick.C():
+				r.followDrain(ctx, log)
+			}
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	r.removeOwn(ctx, log)
+	removeCtx, removeCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer removeCancel()
+	r.removeOwn(removeCtx, log)
+}
+
+// followDrain reports every group's collectors as they are now, without their Events.
+func (r *Replica) followDrain(ctx context.Context, log logger) {
+	leader := r.IsLeader()
+	for _, key := range r.opts.Fleet.Groups() {
+		mc := &v1alpha1.ManagedCollector{}
+		if err := r.opts.Cache.Get(ctx, key, mc); err != nil {
+			continue
+		}
+		if leader {
+			// The reconciler may have stopped already: never wait for it.
+			select {
+			case r.triggers <- event.TypedGenericEvent[*v1alpha1.ManagedCollector]{Object: mc}:
+			default:
+			}
+			continue
+		}
+		if err := r.publish(ctx, mc); err != nil {
+			log.Error(err, "Publishing this replica's share while it drains", "managedCollector", key.String())
+		}
+	}
 }
 
 func (r *Replica) removeOwn(ctx context.Context, log logger) {

@@ -332,19 +332,52 @@ func expectShows(g Gomega, mc *v1alpha1.ManagedCollector, agents []*agent, hash 
 	}
 }
 
-// waitShows waits until status shows exactly agents running hash, and returns how long it took and the
-// largest number of connected collectors status showed meanwhile (more than len(agents) is a collector
-// counted twice on its way from one replica to another).
-func waitShows(t *testing.T, ns, name string, agents []*agent, hash string) (time.Duration, int32) {
+// waitShows waits until status shows exactly agents running hash, and returns how long it took.
+func waitShows(t *testing.T, ns, name string, agents []*agent, hash string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	var most int32
 	NewWithT(t).Eventually(func(g Gomega) {
-		mc := getMC(g, ns, name)
-		most = max(most, mc.Status.Counts.Connected)
-		expectShows(g, mc, agents, hash)
+		expectShows(g, getMC(g, ns, name), agents, hash)
 	}, timeout, interval).Should(Succeed())
-	return time.Since(start), most
+	return time.Since(start)
+}
+
+// mostConnected follows the ManagedCollector's status.counts.connected until the returned function is
+// called, which returns the largest value seen: more than the collectors there are is a collector counted
+// twice on its way from one replica to another.
+func mostConnected(t *testing.T, ns, name string) func() int32 {
+	t.Helper()
+	var most atomic.Int32
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			mc := &v1alpha1.ManagedCollector{}
+			if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, mc); err == nil {
+				if c := mc.Status.Counts.Connected; c > most.Load() {
+					most.Store(c)
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	var once sync.Once
+	finish := func() int32 {
+		once.Do(func() {
+			close(stop)
+			<-done
+		})
+		return most.Load()
+	}
+	t.Cleanup(func() { finish() })
+	return finish
 }
 
 // aggregated matches the note of an Event that counts several collectors.
