@@ -53,10 +53,12 @@ func TestRollingRestart(t *testing.T) {
 		g.Expect(leaving).NotTo(BeEmpty())
 		moved += len(leaving)
 		most := mostConnected(t, ns, name)
+		before := connectsOf(leaving)
 		start := time.Now()
 		drain(t, c, step.victim, token)
 		measure(t, step.what+": the replica exited", time.Since(start))
-		g.Eventually(func() []*agent { return on(agents, step.victim) }, timeout, interval).Should(BeEmpty(), "its collectors land on the other replicas")
+		g.Eventually(func() []*agent { return reconnected(leaving, before) }, timeout, interval).Should(HaveLen(len(leaving)), "its collectors reconnect")
+		g.Expect(on(agents, step.victim)).To(BeEmpty(), "its collectors land on the other replicas")
 		first, last := int64(0), int64(0)
 		for _, a := range leaving {
 			at := a.lastConnect.Load()
@@ -66,6 +68,7 @@ func TestRollingRestart(t *testing.T) {
 			last = max(last, at)
 		}
 		measure(t, step.what+": its collectors reconnected elsewhere, first to last", time.Duration(last-first))
+
 		waitShows(t, ns, name, agents, hash(configA))
 		measure(t, step.what+": status right (from the signal)", time.Since(start))
 		t.Logf("MEASURE %s: status showed up to %d connected of %d meanwhile", step.what, most(), n)

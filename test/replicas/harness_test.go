@@ -246,7 +246,28 @@ func (c *cluster) connect(t *testing.T, token, prefix string, n int) []*agent {
 	return out
 }
 
-// on are the agents whose current address is r's.
+// connectsOf is how many times each agent has connected so far.
+func connectsOf(agents []*agent) map[*agent]int32 {
+	out := map[*agent]int32{}
+	for _, a := range agents {
+		out[a] = a.connects.Load()
+	}
+	return out
+}
+
+// reconnected are the agents that connected again since before was taken.
+func reconnected(agents []*agent, before map[*agent]int32) []*agent {
+	var out []*agent
+	for _, a := range agents {
+		if a.connects.Load() > before[a] {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// on are the agents whose current address is r's. An agent between two replicas has the address it tries
+// next: check it has connected (reconnected) first.
 func on(agents []*agent, r *replica) []*agent {
 	var out []*agent
 	for _, a := range agents {
