@@ -45,6 +45,9 @@ const (
 	DefaultRenewPeriod = 3 * time.Second
 	// gcPeriod is how often the leader looks for shares of replicas that are gone.
 	gcPeriod = 5 * time.Second
+	// lapsePeriod is how often the leader looks for Leases that lapsed: how late, at most, a killed
+	// replica's collectors leave status after its Lease expired.
+	lapsePeriod = time.Second
 )
 
 // +kubebuilder:rbac:groups=collectors.linkmesh.io,resources=collectorshares,verbs=get;list;watch;create;patch;delete
@@ -84,6 +87,10 @@ type Replica struct {
 	mu        sync.Mutex
 	leader    bool
 	published map[types.NamespacedName]*v1alpha1.CollectorShare
+
+	// live are the other replicas whose Leases the leader saw live at its last check (checkLapses);
+	// only its loop touches it.
+	live map[string]bool
 }
 
 // NewID is a replica's identity: the host (the pod's name in a cluster) and a random suffix, so a restarted
@@ -143,6 +150,8 @@ func (r *Replica) Start(ctx context.Context) error {
 	defer renew.Stop()
 	gc := r.opts.Clock.NewTicker(gcPeriod)
 	defer gc.Stop()
+	lapses := r.opts.Clock.NewTicker(lapsePeriod)
+	defer lapses.Stop()
 	elected := r.opts.Elected
 	// Without leader election the manager elects this replica right after starting it: it then needs no
 	// Lease at all.
@@ -170,6 +179,10 @@ func (r *Replica) Start(ctx context.Context) error {
 		case <-gc.C():
 			if r.IsLeader() {
 				r.collectGarbage(ctx, log)
+			}
+		case <-lapses.C():
+			if r.IsLeader() {
+				r.checkLapses(ctx, log)
 			}
 		case ev := <-r.opts.Fleet.Changes():
 			key := types.NamespacedName{Namespace: ev.Object.Namespace, Name: ev.Object.Name}

@@ -50,6 +50,7 @@ func TestTwoReplicas(t *testing.T) {
 	took = waitShows(t, ns, name, agents, hash(configB))
 	measure(t, "2 replicas: status shows the edit, after it reached all", took)
 	expectEvents(t, ns, name, v1alpha1.EventConfigApplied, hash(configB)[:12], n)
+	expectQuiet(t, ns, name)
 
 	// kill -9 of the replica that is not the leader.
 	victim := c.replicas[1]

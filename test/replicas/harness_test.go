@@ -217,6 +217,10 @@ type agent struct {
 	lastConnect atomic.Int64
 }
 
+// heartbeat is the simulated supervisors' heartbeat interval: shorter than the supervisor's 30 s, so that
+// what heartbeats move (an agent's lastSeen) moves within a test.
+const heartbeat = 2 * time.Second
+
 // connect starts n simulated supervisors of DaemonSet pods with the collectors' token, agent i on the
 // i-th live replica (mod their number), the others as its fallbacks in order, as a Service would spread
 // them and send a reconnecting one to a live pod.
@@ -235,6 +239,7 @@ func (c *cluster) connect(t *testing.T, token, prefix string, n int) []*agent {
 			Host:           "node-" + name,
 			Attributes:     map[string]string{"k8s.pod.name": name, "k8s.node.name": "node-" + name},
 			ReportApplying: true,
+			Heartbeat:      heartbeat,
 			Fallback:       fallback,
 			OnConnect: func() {
 				a.lastConnect.Store(time.Now().UnixNano())
@@ -450,6 +455,23 @@ func expectEvents(t *testing.T, ns, name, reason, contains string, want int) {
 	g.Consistently(func(g Gomega) int {
 		return eventTally(g, ns, name, reason, contains).collectors
 	}, 3*time.Second, 250*time.Millisecond).Should(Equal(want), "no %s Event is recorded twice", reason)
+}
+
+// expectQuiet checks that nothing is written for the ManagedCollector (status) and its shares for longer
+// than a replica's Lease, while its collectors heartbeat: no write when nothing changed.
+func expectQuiet(t *testing.T, ns, name string) {
+	t.Helper()
+	g := NewWithT(t)
+	versions := func(g Gomega) []string {
+		out := []string{getMC(g, ns, name).ResourceVersion}
+		for _, s := range shares(g, ns) {
+			out = append(out, s.Name+"@"+s.ResourceVersion)
+		}
+		return out
+	}
+	before := versions(g)
+	g.Consistently(versions, 12*time.Second, 500*time.Millisecond).Should(Equal(before),
+		"neither status nor a share is written while nothing changes but the collectors' heartbeats")
 }
 
 // shares are the CollectorShares in ns.
