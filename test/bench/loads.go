@@ -22,6 +22,7 @@ import (
 func runLoad(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	servers := fs.String("servers", "", "comma-separated OpAMP server addresses (host:port); agents spread over them and fail over")
+	spread := fs.Int("spread", 0, "how many of -servers the agents start on (0: all); the others stand by for agents whose server fails")
 	tokenFile := fs.String("token-file", "", "file of bearer tokens, one a line: one line for all agents, or one per agent of the whole fleet (this process takes lines -first to -first+-count)")
 	var o loadgen.Options
 	fs.IntVar(&o.Count, "count", 0, "agents in this process")
@@ -38,6 +39,7 @@ func runLoad(args []string) error {
 	if *servers != "" {
 		o.Servers = strings.Split(*servers, ",")
 	}
+	o.Spread = *spread
 	tokens, err := readTokens(*tokenFile, o.First, o.Count)
 	if err != nil {
 		return err
@@ -78,8 +80,10 @@ func readTokens(path string, first, count int) ([]string, error) {
 
 // loadSpec describes a fleet of load generator processes.
 type loadSpec struct {
-	name       string
-	servers    []string
+	name    string
+	servers []string
+	// spread is how many of servers the agents start on (0: all); see loadgen.Options.Spread.
+	spread     int
 	tokenFile  string
 	count      int
 	perProcess int
@@ -110,7 +114,7 @@ func startLoads(ctx context.Context, self, dir string, s loadSpec) (*loads, erro
 	for first, k := 0, 0; first < s.count; k++ {
 		n := min(s.perProcess, s.count-first)
 		args := []string{
-			"load", "-servers", strings.Join(s.servers, ","), "-token-file", s.tokenFile,
+			"load", "-servers", strings.Join(s.servers, ","), "-spread", strconv.Itoa(s.spread), "-token-file", s.tokenFile,
 			"-count", strconv.Itoa(n), "-first", strconv.Itoa(first), "-prefix", s.prefix,
 			"-apply-delay", s.applyDelay.String(), "-heartbeat", s.heartbeat.String(),
 		}

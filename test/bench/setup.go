@@ -89,8 +89,8 @@ func (e *env) close() {
 }
 
 // startOperator starts a manager replica; close stops it if the scenario has not.
-func (e *env) startOperator(ctx context.Context, name string, ports manager.Ports) (*operator, error) {
-	op, err := startOperator(ctx, e.o.manager, name, e.dir, e.cp.Kubeconfig(operatorKubeconfig), ports)
+func (e *env) startOperator(ctx context.Context, name string, ports manager.Ports, args ...string) (*operator, error) {
+	op, err := startOperator(ctx, e.o.manager, name, e.dir, e.cp.Kubeconfig(operatorKubeconfig), ports, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +100,10 @@ func (e *env) startOperator(ctx context.Context, name string, ports manager.Port
 
 // startLoads starts load generators; close stops them if the scenario has not.
 func (e *env) startLoads(ctx context.Context, s loadSpec) (*loads, error) {
-	s.perProcess, s.applyDelay, s.heartbeat = e.o.perProcess, e.o.applyDelay, e.o.heartbeat
+	if s.perProcess == 0 {
+		s.perProcess = e.o.perProcess
+	}
+	s.applyDelay, s.heartbeat = e.o.applyDelay, e.o.heartbeat
 	l, err := startLoads(ctx, e.o.self, e.dir, s)
 	if err != nil {
 		return nil, err
