@@ -182,7 +182,8 @@ func (g *group) rolloutLocked(members []*agent) *v1alpha1.ShareRollout {
 			}
 			continue
 		}
-		if !a.acceptsRemoteConfig || !a.offered(d) || (!a.connected && !(a.hasConfig && a.config.Hash == d.Hash)) {
+		runs := a.hasConfig && a.config.Hash == d.Hash
+		if !a.acceptsRemoteConfig || !a.offered(d) || (!a.connected && !runs) {
 			continue
 		}
 		out.Offered++

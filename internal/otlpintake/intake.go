@@ -119,7 +119,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rejected > 0 {
 		resp.PartialSuccess().SetRejectedDataPoints(rejected)
 		resp.PartialSuccess().SetErrorMessage(reason)
-		h.log.V(1).Info("Rejected own metrics", "collector", poster.Membership.Collector.String(),
+		h.log.V(1).Info("Rejected own metrics", "collector", poster.Collector.String(),
 			"credential", poster.Fingerprint, "dataPoints", rejected, "reason", reason)
 	}
 	var out []byte

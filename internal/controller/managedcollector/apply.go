@@ -153,7 +153,8 @@ func (r *Reconciler) applyAll(ctx context.Context, mc *v1alpha1.ManagedCollector
 		return r.deleteOwned(ctx, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: mc.Namespace, Name: naming.DaemonSet(mc.Name)}}, mc)
 	}
 	if pl.configErr != nil {
-		return nil
+		// The DaemonSet stays exactly as it is while the spec is invalid; the status reports the config error.
+		return nil //nolint:nilerr // configErr is the spec's, not an apply failure
 	}
 	var liveDS client.Object
 	if obs.daemonSet != nil {

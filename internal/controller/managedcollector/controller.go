@@ -94,8 +94,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 
 	applyErr := r.applyAll(ctx, mc, obs, pl)
 	if applyErr != nil && ctx.Err() != nil {
-		// Cut short by the manager stopping: not a failure of this object.
-		return ctrl.Result{}, nil
+		// Cut short by the manager stopping: not a failure of this object, and the next start reconciles
+		// it anyway.
+		return ctrl.Result{}, nil //nolint:nilerr // a shutdown is not a failure to report
 	}
 	computeStatus(mc, obs, pl, applyErr)
 	r.record(mc, base, pl, applyErr)
