@@ -20,6 +20,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -320,19 +321,25 @@ func TestOwnMetricsFalseWithdrawsAndTogglingOffers(t *testing.T) {
 	g.Expect(resp.PartialSuccess().RejectedDataPoints()).To(BeEquivalentTo(6))
 	g.Expect(resp.PartialSuccess().ErrorMessage()).To(ContainSubstring("disabled"))
 
-	mc := &v1alpha1.ManagedCollector{}
-	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "quiet"}, mc)).To(Succeed())
-	mc.Spec.Supervisor.OwnMetrics = ptr.To(true)
-	g.Expect(env.Client.Update(ctx, mc)).To(Succeed())
+	setOwnMetrics := func(on bool) {
+		// The operator writes status meanwhile; an update retries on the conflict, as kubectl edit would.
+		g.Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			mc := &v1alpha1.ManagedCollector{}
+			if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "quiet"}, mc); err != nil {
+				return err
+			}
+			mc.Spec.Supervisor.OwnMetrics = ptr.To(on)
+			return env.Client.Update(ctx, mc)
+		})).To(Succeed())
+	}
+	setOwnMetrics(true)
 	g.Eventually(agent.OwnMetricsOffers, timeout, interval).Should(HaveLen(2))
 	g.Expect(agent.OwnMetricsOffers()[1].GetDestinationEndpoint()).To(Equal("http://" + addr + "/v1/metrics"))
 	g.Eventually(func(g Gomega) {
 		g.Expect(eventTimes(g, ns, "quiet")).To(HaveKey(v1alpha1.EventOwnMetricsOffered))
 	}, timeout, interval).Should(Succeed())
 
-	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "quiet"}, mc)).To(Succeed())
-	mc.Spec.Supervisor.OwnMetrics = ptr.To(false)
-	g.Expect(env.Client.Update(ctx, mc)).To(Succeed())
+	setOwnMetrics(false)
 	g.Eventually(agent.OwnMetricsOffers, timeout, interval).Should(HaveLen(3))
 	g.Expect(agent.OwnMetricsOffers()[2].GetDestinationEndpoint()).To(BeEmpty())
 }
