@@ -61,8 +61,8 @@ REPO_SCRIPTS := $(wildcard hack/*.sh hack/lib/*.sh) .ci/run
 
 .PHONY: lint
 lint: ## go vet, golangci-lint (pinned in hack/lint/go.mod) with .golangci.yml, and shellcheck (Debian package).
-	go vet -tags e2e,realnode,browser ./...
-	$(GOLANGCI_LINT) run --build-tags e2e,realnode,browser ./...
+	go vet -tags e2e,realnode,browser,replicas ./...
+	$(GOLANGCI_LINT) run --build-tags e2e,realnode,browser,replicas ./...
 	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: apt-get install shellcheck"; exit 1; }
 	shellcheck --shell=sh $(INSTALLER_SCRIPT)
 	shellcheck --severity=warning $(REPO_SCRIPTS)
@@ -89,6 +89,11 @@ bench-smoke: ## The benchmark's correctness checks with 500 collectors (CI); ass
 	go build -o bin/bench ./test/bench
 	go build -o bin/manager ./cmd/manager
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" bin/bench -manager bin/manager -smoke -n 500 -scenarios fleet $(BENCH_FLAGS)
+
+.PHONY: test-replicas
+test-replicas: ## Two and three manager processes against one API server: config, status, Events, kill -9, SIGTERM drain.
+	go build -o bin/manager ./cmd/manager
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" LINKMESH_MANAGER="$(CURDIR)/bin/manager" go test -tags replicas -count=1 -v -timeout 10m ./test/replicas/
 
 .PHONY: run
 run: ## Run the operator against the cluster of the current kubeconfig.

@@ -15,7 +15,7 @@ import (
 // shares, counted against countHash. A share counted against another hash (its replica has not seen the
 // accepted config yet) adds its connected and healthy collectors but nothing to the config counts: as far
 // as anyone knows they do not run countHash yet. An instance UID listed by two replicas (it moved) is
-// listed once, as the replica that saw it last lists it.
+// listed once: as the replica it is connected to lists it, else as the one that saw it last.
 func Merge(countHash string, local Snapshot, shares []v1alpha1.CollectorShare) Snapshot {
 	if len(shares) == 0 {
 		return local
@@ -58,13 +58,13 @@ func seen(a *v1alpha1.AgentStatus) time.Time {
 }
 
 // mergeAgents orders the replicas' lists as one replica orders its own: troubled first, then the most
-// recently seen, then by instance UID; an instance listed twice keeps its latest entry.
+// recently seen, then by instance UID; an instance listed twice keeps the entry that says where it is.
 func mergeAgents(agents []v1alpha1.AgentStatus, limit int) []v1alpha1.AgentStatus {
 	index := map[string]int{}
 	var out []v1alpha1.AgentStatus
 	for _, a := range agents {
 		if i, ok := index[a.InstanceUID]; ok {
-			if seen(&a).After(seen(&out[i])) {
+			if better(&a, &out[i]) {
 				out[i] = a
 			}
 			continue
@@ -89,6 +89,19 @@ func mergeAgents(agents []v1alpha1.AgentStatus, limit int) []v1alpha1.AgentStatu
 		return nil
 	}
 	return out
+}
+
+// better says whether a, an instance's entry from one replica, describes it rather than b from another.
+// Connected beats disconnected: the collector is connected to a's replica, and b's saw it leave, perhaps
+// only after it had arrived at a's (a lost connection is noticed when the replica next writes to it, or
+// after the idle timeout), so b's entry can be the later one and still be wrong; the counts, which only
+// count connected collectors, agree with a. Between two alike, the one seen last: a replica killed
+// with the collector connected still lists it until its share expires.
+func better(a, b *v1alpha1.AgentStatus) bool {
+	if a.Connected != b.Connected {
+		return a.Connected
+	}
+	return seen(a).After(seen(b))
 }
 
 // mergeThroughput sums the replicas' throughput: rates add up, as each collector reports to one replica.

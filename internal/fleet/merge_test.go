@@ -64,3 +64,27 @@ func TestMergeIsTheUnionOfTheReplicas(t *testing.T) {
 		LowestRanks: []string{"0000000000000001", "0000000000000003", "0000000000000005"}}))
 	g.Expect(Merge("h", local, nil)).To(Equal(local), "one replica: its own snapshot")
 }
+
+// TestMergeListsAMovedCollectorWhereItIsConnected: a collector that moved to another replica is listed as
+// connected, also when the replica it left noticed its departure after it arrived elsewhere.
+func TestMergeListsAMovedCollectorWhereItIsConnected(t *testing.T) {
+	g := NewWithT(t)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	arrived := agentAt("moved", t0, true)
+	left := agentAt("moved", t0.Add(time.Minute), true)
+	left.Connected = false
+	local := Snapshot{Counts: v1alpha1.AgentCounts{Connected: 1, Healthy: 1, ConfigApplied: 1}, Agents: []v1alpha1.AgentStatus{arrived}}
+	shares := []v1alpha1.CollectorShare{{CountedHash: "h", Agents: []v1alpha1.AgentStatus{left}}}
+	for _, m := range []Snapshot{
+		Merge("h", local, shares),
+		// Listed the other way round: the leader's is the share, the other replica's the local snapshot.
+		Merge("h", Snapshot{Agents: []v1alpha1.AgentStatus{left}}, []v1alpha1.CollectorShare{{CountedHash: "h", Counts: local.Counts, Agents: local.Agents}}),
+	} {
+		g.Expect(m.Counts.Connected).To(Equal(int32(1)))
+		g.Expect(m.Agents).To(Equal([]v1alpha1.AgentStatus{arrived}), "listed once, connected, as the counts say")
+	}
+	// Two replicas that both say connected (one of them killed, its share not expired yet): the last seen.
+	stale, fresh := agentAt("moved", t0, true), agentAt("moved", t0.Add(time.Second), true)
+	m := Merge("h", Snapshot{Agents: []v1alpha1.AgentStatus{fresh}}, []v1alpha1.CollectorShare{{CountedHash: "h", Agents: []v1alpha1.AgentStatus{stale}}})
+	g.Expect(m.Agents).To(Equal([]v1alpha1.AgentStatus{fresh}))
+}

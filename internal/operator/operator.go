@@ -197,7 +197,11 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionID:        "linkmesh-operator." + v1alpha1.GroupName,
 		LeaderElectionNamespace: o.LeaderElectionNamespace,
-		Controller:              config.Controller{SkipNameValidation: &o.SkipControllerNameValidation},
+		// A stopping leader hands over at once instead of leaving the replicas without one (no status, no
+		// accepted edit) for the Lease's 15 s; safe because the manager ends the process when it stops,
+		// after every runnable that leads has returned.
+		LeaderElectionReleaseOnCancel: true,
+		Controller:                    config.Controller{SkipNameValidation: &o.SkipControllerNameValidation},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: owned, &corev1.ConfigMap{}: owned, &appsv1.DaemonSet{}: owned,
 			&v1alpha1.CollectorShare{}: owned, &coordinationv1.Lease{}: replicaLeases,
@@ -225,7 +229,7 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 	recorder := mgr.GetEventRecorder("linkmesh-operator")
 	rep = replica.New(replica.Options{
 		ID: o.ReplicaID, Namespace: o.ReplicaNamespace, Client: mgr.GetClient(), Cache: mgr.GetCache(),
-		Recorder: recorder, Fleet: fl, Elected: mgr.Elected(), Drained: lis.Drained(),
+		Fleet: fl, Elected: mgr.Elected(), Drained: lis.Drained(),
 	})
 	if err := mgr.Add(rep); err != nil {
 		return nil, err

@@ -7,8 +7,10 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
@@ -40,9 +42,10 @@ func expiresIn(l *coordinationv1.Lease, now time.Time) time.Duration {
 	return l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second).Sub(now)
 }
 
-// Shares returns the shares of collector held by live replicas other than this one, and how long until the
-// first of those replicas' Leases expires: the leader reconciles again then, so a killed replica's
-// collectors drop out of status without any other change.
+// Shares returns the shares of collector held by live replicas other than this one. The duration is
+// always zero: the leader's reconciler need not come back when a Lease could expire, as the replica
+// triggers it when one does (checkLapses). A requeue at every Lease's expiry time would recompute status
+// every few seconds, and write it for the heartbeats' lastSeen alone.
 func (r *Replica) Shares(ctx context.Context, collector types.NamespacedName) ([]v1alpha1.CollectorShare, time.Duration, error) {
 	list := &v1alpha1.CollectorShareList{}
 	if err := r.opts.Cache.List(ctx, list, client.InNamespace(collector.Namespace),
@@ -58,19 +61,50 @@ func (r *Replica) Shares(ctx context.Context, collector types.NamespacedName) ([
 	}
 	now := r.opts.Clock.Now()
 	var live []v1alpha1.CollectorShare
-	var expiry time.Duration
 	for _, s := range list.Items {
 		h := s.Labels[LabelReplica]
-		left := expiresIn(leases[h], now)
-		if h == r.hash || left <= 0 {
+		if h == r.hash || expiresIn(leases[h], now) <= 0 {
 			continue
 		}
 		live = append(live, s)
-		if expiry == 0 || left < expiry {
-			expiry = left
+	}
+	return live, 0, nil
+}
+
+// checkLapses, on the leader, triggers the reconcile of every ManagedCollector with a share of a replica
+// whose Lease lapsed since the last check: its collectors leave status now, not at the next change.
+func (r *Replica) checkLapses(ctx context.Context, log logger) {
+	leases, err := r.leases(ctx)
+	if err != nil {
+		log.Error(err, "Checking the replicas' Leases")
+		return
+	}
+	now := r.opts.Clock.Now()
+	live := map[string]bool{}
+	for h, l := range leases {
+		if h != r.hash && expiresIn(l, now) > 0 {
+			live[h] = true
 		}
 	}
-	return live, expiry, nil
+	for h := range r.live {
+		if live[h] {
+			continue
+		}
+		shares := &v1alpha1.CollectorShareList{}
+		if err := r.opts.Cache.List(ctx, shares, client.MatchingLabels{LabelReplica: h}); err != nil {
+			log.Error(err, "Listing the shares of a replica whose Lease lapsed")
+			continue
+		}
+		for _, s := range shares.Items {
+			mc := &v1alpha1.ManagedCollector{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Collector}}
+			select {
+			case r.triggers <- event.TypedGenericEvent[*v1alpha1.ManagedCollector]{Object: mc}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+	r.live = live
 }
 
 // Others says whether other replicas are alive: then own metrics of collectors connected to them may

@@ -24,7 +24,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -46,6 +45,9 @@ const (
 	DefaultRenewPeriod = 3 * time.Second
 	// gcPeriod is how often the leader looks for shares of replicas that are gone.
 	gcPeriod = 5 * time.Second
+	// lapsePeriod is how often the leader looks for Leases that lapsed: how late, at most, a killed
+	// replica's collectors leave status after its Lease expired.
+	lapsePeriod = time.Second
 )
 
 // +kubebuilder:rbac:groups=collectors.linkmesh.io,resources=collectorshares,verbs=get;list;watch;create;patch;delete
@@ -58,11 +60,10 @@ type Options struct {
 	ID string
 	// Namespace holds the replicas' Leases: the operator's own.
 	Namespace string
-	// Client writes shares and Leases; Cache reads them and ManagedCollectors.
+	// Client writes shares, Leases and the collectors' Events; Cache reads shares, Leases and
+	// ManagedCollectors.
 	Client client.Client
 	Cache  client.Reader
-	// Recorder records the collectors' Events.
-	Recorder events.EventRecorder
 	// Fleet is this replica's fleet.
 	Fleet *fleet.Registry
 	// Elected is closed when this replica becomes the leader (the manager's Elected).
@@ -81,10 +82,15 @@ type Replica struct {
 	opts     Options
 	hash     string
 	triggers chan event.TypedGenericEvent[*v1alpha1.ManagedCollector]
+	events   chan eventWrite
 
 	mu        sync.Mutex
 	leader    bool
 	published map[types.NamespacedName]*v1alpha1.CollectorShare
+
+	// live are the other replicas whose Leases the leader saw live at its last check (checkLapses);
+	// only its loop touches it.
+	live map[string]bool
 }
 
 // NewID is a replica's identity: the host (the pod's name in a cluster) and a random suffix, so a restarted
@@ -113,6 +119,7 @@ func New(o Options) *Replica {
 		opts:      o,
 		hash:      hex.EncodeToString(sum[:5]),
 		triggers:  make(chan event.TypedGenericEvent[*v1alpha1.ManagedCollector], 1024),
+		events:    make(chan eventWrite, eventQueue),
 		published: map[types.NamespacedName]*v1alpha1.CollectorShare{},
 	}
 }
@@ -138,10 +145,13 @@ func (r *Replica) IsLeader() bool {
 // Start reports until ctx is done, then removes this replica's shares and Lease.
 func (r *Replica) Start(ctx context.Context) error {
 	log := ctrl.LoggerFrom(ctx).WithName("replica").WithValues("replica", r.opts.ID)
+	go r.writeEvents(ctx, log)
 	renew := r.opts.Clock.NewTicker(r.opts.RenewPeriod)
 	defer renew.Stop()
 	gc := r.opts.Clock.NewTicker(gcPeriod)
 	defer gc.Stop()
+	lapses := r.opts.Clock.NewTicker(lapsePeriod)
+	defer lapses.Stop()
 	elected := r.opts.Elected
 	// Without leader election the manager elects this replica right after starting it: it then needs no
 	// Lease at all.
@@ -170,6 +180,10 @@ func (r *Replica) Start(ctx context.Context) error {
 			if r.IsLeader() {
 				r.collectGarbage(ctx, log)
 			}
+		case <-lapses.C():
+			if r.IsLeader() {
+				r.checkLapses(ctx, log)
+			}
 		case ev := <-r.opts.Fleet.Changes():
 			key := types.NamespacedName{Namespace: ev.Object.Namespace, Name: ev.Object.Name}
 			r.report(ctx, log, key)
@@ -190,7 +204,7 @@ func (r *Replica) report(ctx context.Context, log logger, key types.NamespacedNa
 		return
 	}
 	for _, e := range r.opts.Fleet.DrainEvents(key) {
-		r.opts.Recorder.Eventf(mc, nil, e.Type, e.Reason, "OpAMP", "%s", e.Message)
+		r.queueEvent(log, mc, e)
 	}
 	if r.IsLeader() {
 		select {
@@ -342,18 +356,61 @@ func (r *Replica) becomeLeader(ctx context.Context, log logger) {
 	}
 }
 
-// stop removes this replica's shares and Lease once its connections are closed, so the leader drops its
-// collectors at once rather than after the Lease expires.
+// maxDrainWait bounds how long stop waits for the listener's drain.
+const maxDrainWait = 30 * time.Second
+
+// stop follows the listener's drain, then removes this replica's shares and Lease once its connections
+// are closed, so the leader drops its collectors at once rather than after the Lease expires.
+//
+// While the drain closes the connections, the collectors reconnect to the other replicas: a share frozen
+// at its fullest would count each of them twice, here and there, until the end of the drain. The fleet no
+// longer signals changes (it stopped with the manager), so once a second this replica publishes what it
+// still holds, or, as the leader, has its reconciler count it. The Events of the drain (the collectors'
+// Disconnected) are not recorded: each collector's Reconnected on the replica it moves to says it.
 func (r *Replica) stop(log logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), maxDrainWait+5*time.Second)
+	defer cancel()
 	if r.opts.Drained != nil {
-		select {
-		case <-r.opts.Drained:
-		case <-time.After(30 * time.Second):
+		tick := r.opts.Clock.NewTicker(time.Second)
+		defer tick.Stop()
+		deadline := r.opts.Clock.After(maxDrainWait)
+	drain:
+		for {
+			select {
+			case <-r.opts.Drained:
+				break drain
+			case <-deadline:
+				break drain
+			case <-tick.C():
+				r.followDrain(ctx, log)
+			}
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	r.removeOwn(ctx, log)
+	removeCtx, removeCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer removeCancel()
+	r.removeOwn(removeCtx, log)
+}
+
+// followDrain reports every group's collectors as they are now, without their Events.
+func (r *Replica) followDrain(ctx context.Context, log logger) {
+	leader := r.IsLeader()
+	for _, key := range r.opts.Fleet.Groups() {
+		mc := &v1alpha1.ManagedCollector{}
+		if err := r.opts.Cache.Get(ctx, key, mc); err != nil {
+			continue
+		}
+		if leader {
+			// The reconciler may have stopped already: never wait for it.
+			select {
+			case r.triggers <- event.TypedGenericEvent[*v1alpha1.ManagedCollector]{Object: mc}:
+			default:
+			}
+			continue
+		}
+		if err := r.publish(ctx, mc); err != nil {
+			log.Error(err, "Publishing this replica's share while it drains", "managedCollector", key.String())
+		}
+	}
 }
 
 func (r *Replica) removeOwn(ctx context.Context, log logger) {

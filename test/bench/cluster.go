@@ -18,6 +18,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	linkmesh "github.com/linkmesh/linkmesh-operator/internal/operator"
 	"github.com/linkmesh/linkmesh-operator/test/bench/apirequests"
+	"github.com/linkmesh/linkmesh-operator/test/framework/process"
 )
 
 // cluster is the bench's view of the API server: a client whose every request is counted (so the bench
@@ -219,41 +220,58 @@ func (cl *cluster) createNamespace(ctx context.Context) error {
 	return cl.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cl.namespace}})
 }
 
-// window is a stretch of time over which the bench counts the operator's API requests and CPU.
+// window is a stretch of time over which the bench counts the operator's API requests and the CPU of its
+// replicas.
 type window struct {
 	server, own apirequests.Counts
-	usage       usage
+	usages      []process.Usage
 }
 
-// openWindow takes the counts at the start of a window.
-func openWindow(ctx context.Context, cl *cluster, pid int) (window, error) {
+// openWindow takes the counts at the start of a window, for the operator replicas pids.
+func openWindow(ctx context.Context, cl *cluster, pids ...int) (window, error) {
 	s, o, err := cl.apiCounts(ctx)
 	if err != nil {
 		return window{}, err
 	}
-	u, err := usageOf(pid)
-	if err != nil {
-		return window{}, err
+	w := window{server: s, own: o}
+	for _, pid := range pids {
+		u, err := process.UsageOf(pid)
+		if err != nil {
+			return window{}, err
+		}
+		w.usages = append(w.usages, u)
 	}
-	return window{server: s, own: o, usage: u}, nil
+	return w, nil
 }
 
 // measured is what happened in a window.
 type measured struct {
 	// Requests are the API server's, without the bench's own.
 	Requests apirequests.Counts
-	// CPU is the operator's CPU time in the window, in seconds.
+	// CPU is the replicas' CPU time in the window, in seconds, summed.
 	CPU float64
-	// Usage is the operator's at the end.
-	Usage usage
+	// Usage is the first replica's at the end.
+	Usage process.Usage
+	// CPUs and Usages are each replica's.
+	CPUs   []float64
+	Usages []process.Usage
 }
 
-// close takes the counts at the end of a window and returns the differences.
-func (w window) close(ctx context.Context, cl *cluster, pid int) (measured, error) {
-	end, err := openWindow(ctx, cl, pid)
+// close takes the counts at the end of a window and returns the differences; pids are those it was
+// opened with.
+func (w window) close(ctx context.Context, cl *cluster, pids ...int) (measured, error) {
+	end, err := openWindow(ctx, cl, pids...)
 	if err != nil {
 		return measured{}, err
 	}
-	reqs := end.server.Sub(w.server).Sub(end.own.Sub(w.own))
-	return measured{Requests: reqs, CPU: end.usage.CPU - w.usage.CPU, Usage: end.usage}, nil
+	m := measured{Requests: end.server.Sub(w.server).Sub(end.own.Sub(w.own)), Usages: end.usages}
+	for i, u := range end.usages {
+		cpu := u.CPU - w.usages[i].CPU
+		m.CPUs = append(m.CPUs, cpu)
+		m.CPU += cpu
+	}
+	if len(end.usages) > 0 {
+		m.Usage = end.usages[0]
+	}
+	return m, nil
 }

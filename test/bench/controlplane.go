@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/linkmesh/linkmesh-operator/test/framework/process"
 )
 
 // The control plane runs in a child process of its own (`bench controlplane`): envtest starts
@@ -99,20 +101,20 @@ func runControlPlane(args []string) error {
 
 // controlPlane is the parent's handle on the control plane child.
 type controlPlane struct {
-	*child
+	*process.Child
 	dir string
 }
 
 // startControlPlane starts `bench controlplane` and waits until the API server serves.
 func startControlPlane(ctx context.Context, self, dir, crds string) (*controlPlane, error) {
-	c, err := startChild("controlplane", dir, syscall.SIGTERM, nil, self, "controlplane", "-crds", crds, "-dir", dir)
+	c, err := process.Start("controlplane", dir, syscall.SIGTERM, nil, self, "controlplane", "-crds", crds, "-dir", dir)
 	if err != nil {
 		return nil, err
 	}
-	cp := &controlPlane{child: c, dir: dir}
+	cp := &controlPlane{Child: c, dir: dir}
 	timeout := 3 * time.Minute
 	select {
-	case line, ok := <-c.lines:
+	case line, ok := <-c.Lines():
 		var e controlPlaneEvent
 		if ok {
 			if err := json.Unmarshal(line, &e); err != nil {
@@ -121,11 +123,11 @@ func startControlPlane(ctx context.Context, self, dir, crds string) (*controlPla
 		}
 		if !ok || !e.Ready {
 			cp.Stop()
-			return nil, fmt.Errorf("the control plane did not start: %s; %w", e.Error, c.exited())
+			return nil, fmt.Errorf("the control plane did not start: %s; %w", e.Error, c.Exited())
 		}
 	case <-time.After(timeout):
 		cp.Stop()
-		return nil, fmt.Errorf("the control plane did not start within %s; its log is %s", timeout, c.log)
+		return nil, fmt.Errorf("the control plane did not start within %s; its log is %s", timeout, c.Log)
 	case <-ctx.Done():
 		cp.Stop()
 		return nil, context.Cause(ctx)
@@ -138,15 +140,7 @@ func (cp *controlPlane) Kubeconfig(file string) string { return filepath.Join(cp
 
 // Stop ends the control plane: its stdin closes, and it stops kube-apiserver and etcd.
 func (cp *controlPlane) Stop() {
-	if err := cp.child.Stop(0, 60*time.Second); err != nil {
+	if err := cp.Child.Stop(0, 60*time.Second); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 	}
-}
-
-// drainLines discards a child's stdout so it never blocks on a full pipe.
-func drainLines(c *child) {
-	go func() {
-		for range c.lines {
-		}
-	}()
 }

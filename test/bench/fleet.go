@@ -14,6 +14,8 @@ import (
 	"github.com/linkmesh/linkmesh-operator/test/bench/apirequests"
 	"github.com/linkmesh/linkmesh-operator/test/bench/floor"
 	"github.com/linkmesh/linkmesh-operator/test/bench/loadgen"
+	"github.com/linkmesh/linkmesh-operator/test/framework/manager"
+	"github.com/linkmesh/linkmesh-operator/test/framework/process"
 )
 
 // side is what one server (the operator or the floor) achieved with the same fleet.
@@ -55,7 +57,7 @@ func runFleet(ctx context.Context, o *options, n int) (*fleetResult, error) {
 	defer e.close()
 	res := &fleetResult{n: n, steady: o.steady, processes: (n + o.perProcess - 1) / o.perProcess}
 
-	ports, err := newOperatorPorts(o.pprofDir != "")
+	ports, err := manager.NewPorts(o.pprofDir != "")
 	if err != nil {
 		return nil, err
 	}
@@ -209,8 +211,8 @@ func startProfile(ctx context.Context, o *options, op *operator, name string, d 
 		p.done <- nil
 		return p
 	}
-	go func() { p.done <- op.profile(ctx, o.pprofDir, "cpu-"+name+".pprof", "profile", int(d.Seconds())) }()
-	p.heap = func() error { return op.profile(ctx, o.pprofDir, "heap-"+name+".pprof", "heap", 0) }
+	go func() { p.done <- op.Profile(ctx, o.pprofDir, "cpu-"+name+".pprof", "profile", int(d.Seconds())) }()
+	p.heap = func() error { return op.Profile(ctx, o.pprofDir, "heap-"+name+".pprof", "heap", 0) }
 	return p
 }
 
@@ -236,7 +238,7 @@ func runFloorSide(ctx context.Context, o *options, name string, n int) (*side, e
 		return nil, err
 	}
 	progress("%s: starting the floor", name)
-	srv, err := startChild("floor", dir, syscall.SIGKILL, nil, o.self, "floor", "-config-file", cfgFile)
+	srv, err := process.Start("floor", dir, syscall.SIGKILL, nil, o.self, "floor", "-config-file", cfgFile)
 	if err != nil {
 		return nil, err
 	}
@@ -247,14 +249,14 @@ func runFloorSide(ctx context.Context, o *options, name string, n int) (*side, e
 	}()
 	var first floor.Event
 	select {
-	case line, ok := <-srv.lines:
+	case line, ok := <-srv.Lines():
 		if !ok || json.Unmarshal(line, &first) != nil || first.Addr == "" {
-			return nil, fmt.Errorf("the floor did not start: %s; %w", first.Error, srv.exited())
+			return nil, fmt.Errorf("the floor did not start: %s; %w", first.Error, srv.Exited())
 		}
 	case <-time.After(30 * time.Second):
-		return nil, fmt.Errorf("the floor did not say its address within 30s; its log is %s", srv.log)
+		return nil, fmt.Errorf("the floor did not say its address within 30s; its log is %s", srv.Log)
 	}
-	drainLines(srv)
+	srv.DiscardLines()
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte("floor\n"), 0o600); err != nil {
 		return nil, err
@@ -271,7 +273,7 @@ func runFloorSide(ctx context.Context, o *options, name string, n int) (*side, e
 	s := &side{}
 
 	progress("%s: %d collectors connect to the floor", name, n)
-	u0, err := usageOf(srv.Pid())
+	u0, err := process.UsageOf(srv.Pid())
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +290,7 @@ func runFloorSide(ctx context.Context, o *options, name string, n int) (*side, e
 		return nil, err
 	}
 	s.Configured = time.Unix(0, p.LastOutcome[hashA]).Sub(t0)
-	u1, err := usageOf(srv.Pid())
+	u1, err := process.UsageOf(srv.Pid())
 	if err != nil {
 		return nil, err
 	}
@@ -297,14 +299,14 @@ func runFloorSide(ctx context.Context, o *options, name string, n int) (*side, e
 	if err := sleep(ctx, o.settle); err != nil {
 		return nil, err
 	}
-	u2, err := usageOf(srv.Pid())
+	u2, err := process.UsageOf(srv.Pid())
 	if err != nil {
 		return nil, err
 	}
 	if err := sleep(ctx, o.steady); err != nil {
 		return nil, err
 	}
-	u3, err := usageOf(srv.Pid())
+	u3, err := process.UsageOf(srv.Pid())
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +325,7 @@ func runFloorSide(ctx context.Context, o *options, name string, n int) (*side, e
 		return nil, err
 	}
 	s.FanOut = time.Unix(0, p.LastOutcome[hashB]).Sub(tEdit)
-	u4, err := usageOf(srv.Pid())
+	u4, err := process.UsageOf(srv.Pid())
 	if err != nil {
 		return nil, err
 	}

@@ -15,12 +15,14 @@ import (
 	"time"
 
 	"github.com/linkmesh/linkmesh-operator/test/bench/loadgen"
+	"github.com/linkmesh/linkmesh-operator/test/framework/process"
 )
 
 // runLoad is `bench load`: one load generator process (see package loadgen).
 func runLoad(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	servers := fs.String("servers", "", "comma-separated OpAMP server addresses (host:port); agents spread over them and fail over")
+	spread := fs.Int("spread", 0, "how many of -servers the agents start on (0: all); the others stand by for agents whose server fails")
 	tokenFile := fs.String("token-file", "", "file of bearer tokens, one a line: one line for all agents, or one per agent of the whole fleet (this process takes lines -first to -first+-count)")
 	var o loadgen.Options
 	fs.IntVar(&o.Count, "count", 0, "agents in this process")
@@ -37,6 +39,7 @@ func runLoad(args []string) error {
 	if *servers != "" {
 		o.Servers = strings.Split(*servers, ",")
 	}
+	o.Spread = *spread
 	tokens, err := readTokens(*tokenFile, o.First, o.Count)
 	if err != nil {
 		return err
@@ -77,8 +80,10 @@ func readTokens(path string, first, count int) ([]string, error) {
 
 // loadSpec describes a fleet of load generator processes.
 type loadSpec struct {
-	name       string
-	servers    []string
+	name    string
+	servers []string
+	// spread is how many of servers the agents start on (0: all); see loadgen.Options.Spread.
+	spread     int
 	tokenFile  string
 	count      int
 	perProcess int
@@ -95,7 +100,7 @@ type loads struct {
 }
 
 type loadProc struct {
-	*child
+	*process.Child
 	mu       sync.Mutex
 	progress loadgen.Progress
 	ready    bool
@@ -109,19 +114,19 @@ func startLoads(ctx context.Context, self, dir string, s loadSpec) (*loads, erro
 	for first, k := 0, 0; first < s.count; k++ {
 		n := min(s.perProcess, s.count-first)
 		args := []string{
-			"load", "-servers", strings.Join(s.servers, ","), "-token-file", s.tokenFile,
+			"load", "-servers", strings.Join(s.servers, ","), "-spread", strconv.Itoa(s.spread), "-token-file", s.tokenFile,
 			"-count", strconv.Itoa(n), "-first", strconv.Itoa(first), "-prefix", s.prefix,
 			"-apply-delay", s.applyDelay.String(), "-heartbeat", s.heartbeat.String(),
 		}
 		if s.pods {
 			args = append(args, "-pods")
 		}
-		c, err := startChild(fmt.Sprintf("%s-%d", s.name, k), dir, syscall.SIGKILL, nil, self, args...)
+		c, err := process.Start(fmt.Sprintf("%s-%d", s.name, k), dir, syscall.SIGKILL, nil, self, args...)
 		if err != nil {
 			l.Stop()
 			return nil, err
 		}
-		p := &loadProc{child: c}
+		p := &loadProc{Child: c}
 		l.procs = append(l.procs, p)
 		go l.read(p)
 		first += n
@@ -149,7 +154,7 @@ func startLoads(ctx context.Context, self, dir string, s loadSpec) (*loads, erro
 
 // read follows one process's events until its stdout ends.
 func (l *loads) read(p *loadProc) {
-	for line := range p.lines {
+	for line := range p.Lines() {
 		var e loadgen.Event
 		err := json.Unmarshal(line, &e)
 		p.mu.Lock()
@@ -168,7 +173,7 @@ func (l *loads) read(p *loadProc) {
 		p.mu.Unlock()
 		l.changed.Notify()
 	}
-	<-p.done
+	<-p.Done()
 	p.mu.Lock()
 	if p.failure == "" {
 		p.failure = "exited"
@@ -185,10 +190,10 @@ func (l *loads) failed() error {
 		p.mu.Unlock()
 		if f != "" {
 			select {
-			case <-p.done:
-				return fmt.Errorf("load generator %s: %s; %w", p.name, f, p.exited())
+			case <-p.Done():
+				return fmt.Errorf("load generator %s: %s; %w", p.Name, f, p.Exited())
 			default:
-				return fmt.Errorf("load generator %s: %s", p.name, f)
+				return fmt.Errorf("load generator %s: %s", p.Name, f)
 			}
 		}
 	}

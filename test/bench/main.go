@@ -28,6 +28,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/linkmesh/linkmesh-operator/test/bench/floor"
+	"github.com/linkmesh/linkmesh-operator/test/framework/manager"
+	"github.com/linkmesh/linkmesh-operator/test/framework/process"
 )
 
 func main() {
@@ -91,6 +93,9 @@ type options struct {
 	applyDelay   time.Duration
 	enrollN      int
 	restartN     int
+	replicasN    int
+	replicasKill string
+	standby      bool
 	pprofDir     string
 	pprofRamp    time.Duration
 	pprofFanOut  time.Duration
@@ -103,6 +108,7 @@ const (
 	scenarioFleet      = "fleet"
 	scenarioEnrollment = "enrollment"
 	scenarioRestart    = "restart"
+	scenarioReplicas   = "replicas"
 )
 
 func parseOptions(args []string) (*options, error) {
@@ -113,7 +119,7 @@ func parseOptions(args []string) (*options, error) {
 	}
 	o := &options{}
 	sizes := fs.String("n", "1000,5000,10000", "comma-separated fleet sizes of the fleet scenario")
-	scenarios := fs.String("scenarios", "fleet,enrollment,restart", "comma-separated scenarios: fleet (ramp, steady, fan-out, floor), enrollment (hosts with their own EnrollmentTokens), restart (kill the operator with the fleet connected)")
+	scenarios := fs.String("scenarios", "fleet,enrollment,restart,replicas", "comma-separated scenarios: fleet (ramp, steady, fan-out, floor), enrollment (hosts with their own EnrollmentTokens), restart (kill the operator with the fleet connected), replicas (two replicas with leader election, then one killed)")
 	fs.BoolVar(&o.smoke, "smoke", false, "check correctness and exit non-zero on a failure: all connected and configured, exact status counts, the edit reaches all, no owned-object write in steady state; no floor, no wall-clock limits")
 	fs.BoolVar(&o.floor, "floor", true, "also measure the floor (a bare opamp-go server) and print the ratios")
 	fs.StringVar(&o.manager, "manager", "", "the manager binary; empty builds ./cmd/manager")
@@ -126,6 +132,9 @@ func parseOptions(args []string) (*options, error) {
 	fs.DurationVar(&o.applyDelay, "apply-delay", 0, "simulated collector restart between APPLYING and APPLIED")
 	fs.IntVar(&o.enrollN, "enroll-n", 1000, "hosts (and EnrollmentTokens) of the enrollment scenario")
 	fs.IntVar(&o.restartN, "restart-n", 10000, "collectors of the restart scenario")
+	fs.IntVar(&o.replicasN, "replicas-n", 20000, "collectors of the replicas scenario, in two load generator processes")
+	fs.StringVar(&o.replicasKill, "replicas-kill", killOther, "which replica the replicas scenario kills: other (the one that does not lead) or leader")
+	fs.BoolVar(&o.standby, "replicas-standby", true, "start a third replica before the kill, for the killed replica's collectors to move to: with an open-files limit of 20000 per process the survivor cannot hold 20000 connections; false sends them to the survivor")
 	fs.StringVar(&o.pprofDir, "pprof", "", "directory to save CPU and heap profiles of the operator during each ramp and fan-out")
 	fs.DurationVar(&o.pprofRamp, "pprof-ramp", 10*time.Second, "length of the CPU profile from the start of a ramp")
 	fs.DurationVar(&o.pprofFanOut, "pprof-fanout", 5*time.Second, "length of the CPU profile from a spec.config edit")
@@ -146,10 +155,10 @@ func parseOptions(args []string) (*options, error) {
 	o.scenarios = map[string]bool{}
 	for s := range strings.SplitSeq(*scenarios, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case scenarioFleet, scenarioEnrollment, scenarioRestart:
+		case scenarioFleet, scenarioEnrollment, scenarioRestart, scenarioReplicas:
 			o.scenarios[s] = true
 		default:
-			return nil, fmt.Errorf("-scenarios: unknown scenario %q (fleet, enrollment, restart)", s)
+			return nil, fmt.Errorf("-scenarios: unknown scenario %q (fleet, enrollment, restart, replicas)", s)
 		}
 	}
 	if o.smoke {
@@ -160,6 +169,12 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.enrollN <= 0 || o.restartN <= 0 {
 		return nil, errors.New("-enroll-n and -restart-n must be positive")
+	}
+	if o.replicasN <= 0 || o.replicasN > 20000 {
+		return nil, fmt.Errorf("-replicas-n %d: between 1 and 20000, in two load generator processes that may open 20000 files each", o.replicasN)
+	}
+	if o.replicasKill != killOther && o.replicasKill != killLeader {
+		return nil, fmt.Errorf("-replicas-kill %q: other or leader", o.replicasKill)
 	}
 	if _, err := os.Stat(filepath.Join(o.crds)); err != nil {
 		return nil, fmt.Errorf("-crds: %w (run from the repository's top directory)", err)
@@ -179,7 +194,7 @@ func runBench(args []string) error {
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	defer killAllChildren()
+	defer process.KillAll()
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -191,7 +206,7 @@ func runBench(args []string) error {
 		fmt.Fprintf(os.Stderr, "bench: %v: stopping (again to kill everything now)\n", s)
 		cancel(fmt.Errorf("interrupted by %v", s))
 		if _, ok := <-sigs; ok {
-			killAllChildren()
+			process.KillAll()
 			os.Exit(130)
 		}
 	}()
@@ -218,7 +233,7 @@ func runBench(args []string) error {
 	if o.manager == "" {
 		o.manager = filepath.Join(o.tmpDir, "manager")
 		progress("building ./cmd/manager")
-		if err := goBuild(ctx, o.manager, "./cmd/manager"); err != nil {
+		if err := manager.Build(ctx, ".", o.manager); err != nil {
 			return err
 		}
 	}
@@ -248,6 +263,13 @@ func runBench(args []string) error {
 		res, err := runRestart(ctx, o, o.restartN)
 		if err != nil {
 			return fmt.Errorf("restart storm with %d collectors: %w", o.restartN, err)
+		}
+		res.print(os.Stdout)
+	}
+	if o.scenarios[scenarioReplicas] {
+		res, err := runReplicas(ctx, o, o.replicasN)
+		if err != nil {
+			return fmt.Errorf("%d collectors over %d replicas: %w", o.replicasN, replicaCount, err)
 		}
 		res.print(os.Stdout)
 	}

@@ -20,7 +20,9 @@ func TestParseOptionsRefusesBadFlags(t *testing.T) {
 	}{
 		{[]string{crds, "-n", "1000,x"}, `-n: "x" is not a positive number of collectors`},
 		{[]string{crds, "-n", "0"}, `-n: "0" is not a positive number`},
-		{[]string{crds, "-scenarios", "fleet,replicas"}, `unknown scenario "replicas"`},
+		{[]string{crds, "-scenarios", "fleet,rollout"}, `unknown scenario "rollout"`},
+		{[]string{crds, "-replicas-n", "20001"}, "-replicas-n 20001: between 1 and 20000"},
+		{[]string{crds, "-replicas-kill", "both"}, `-replicas-kill "both": other or leader`},
 		{[]string{crds, "-per-process", "10000"}, "-per-process 10000: between 1 and 9000"},
 		{[]string{crds, "-enroll-n", "0"}, "-enroll-n and -restart-n must be positive"},
 		{[]string{"-crds", "/nonexistent"}, "-crds: stat /nonexistent"},

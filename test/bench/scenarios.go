@@ -13,6 +13,7 @@ import (
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/test/bench/apirequests"
 	"github.com/linkmesh/linkmesh-operator/test/bench/loadgen"
+	"github.com/linkmesh/linkmesh-operator/test/framework/manager"
 )
 
 // enrollResult is the enrollment scenario's table.
@@ -34,7 +35,7 @@ func runEnrollment(ctx context.Context, o *options, n int) (*enrollResult, error
 	}
 	defer e.close()
 	res := &enrollResult{n: n}
-	ports, err := newOperatorPorts(false)
+	ports, err := manager.NewPorts(false)
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +211,7 @@ func runRestart(ctx context.Context, o *options, n int) (*restartResult, error) 
 	}
 	defer e.close()
 	res := &restartResult{n: n}
-	ports, err := newOperatorPorts(false)
+	ports, err := manager.NewPorts(false)
 	if err != nil {
 		return nil, err
 	}
@@ -266,7 +267,7 @@ func runRestart(ctx context.Context, o *options, n int) (*restartResult, error) 
 		return nil, err
 	}
 	e.defer_(op2.Stop)
-	if err := waitReady(ctx, op2, "http://"+ports.OpAMP+"/readyz", 2*time.Minute); err != nil {
+	if err := op2.WaitReady(ctx, "http://"+ports.OpAMP+"/readyz", 2*time.Minute); err != nil {
 		return nil, err
 	}
 	tReady := time.Now()
@@ -280,7 +281,7 @@ func runRestart(ctx context.Context, o *options, n int) (*restartResult, error) 
 	err = waitUntil(ctx, fmt.Sprintf("the new operator counting %d connected with config applied", n), o.timeout,
 		func() <-chan struct{} { return nil },
 		func() bool {
-			states, err = op2.agentStates(ctx, benchNamespace, mc)
+			states, err = op2.AgentStates(ctx, benchNamespace, mc)
 			return err == nil && states["connected"] == n && states["config_applied"] == n
 		},
 		func() string { return fmt.Sprintf("linkmesh_collector_agents %v, %v", states, err) })

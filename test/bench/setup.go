@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/internal/naming"
+	"github.com/linkmesh/linkmesh-operator/test/framework/manager"
 )
 
 // The bench's objects.
@@ -39,15 +39,6 @@ service: {pipelines: {traces: {receivers: [otlp], exporters: [debug]}}}
 func configHash(config string) string {
 	sum := sha256.Sum256([]byte(config))
 	return hex.EncodeToString(sum[:])
-}
-
-// goBuild builds pkg into out, from the current directory (the repository's top).
-func goBuild(ctx context.Context, out, pkg string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
-	}
-	return nil
 }
 
 // env is one scenario's world: a fresh control plane, the bench's view of it, the operator replicas and
@@ -75,7 +66,7 @@ func newEnv(ctx context.Context, o *options, name string) (_ *env, err error) {
 	if e.cp, err = startControlPlane(ctx, o.self, e.dir, o.crds); err != nil {
 		return nil, err
 	}
-	drainLines(e.cp.child)
+	e.cp.DiscardLines()
 	e.defer_(e.cp.Stop)
 	if e.cl, err = newCluster(ctx, e.cp.Kubeconfig(benchKubeconfig), benchNamespace); err != nil {
 		return nil, err
@@ -98,8 +89,8 @@ func (e *env) close() {
 }
 
 // startOperator starts a manager replica; close stops it if the scenario has not.
-func (e *env) startOperator(ctx context.Context, name string, ports operatorPorts) (*operator, error) {
-	op, err := startOperator(ctx, e.o.manager, name, e.dir, e.cp.Kubeconfig(operatorKubeconfig), ports)
+func (e *env) startOperator(ctx context.Context, name string, ports manager.Ports, args ...string) (*operator, error) {
+	op, err := startOperator(ctx, e.o.manager, name, e.dir, e.cp.Kubeconfig(operatorKubeconfig), ports, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +100,10 @@ func (e *env) startOperator(ctx context.Context, name string, ports operatorPort
 
 // startLoads starts load generators; close stops them if the scenario has not.
 func (e *env) startLoads(ctx context.Context, s loadSpec) (*loads, error) {
-	s.perProcess, s.applyDelay, s.heartbeat = e.o.perProcess, e.o.applyDelay, e.o.heartbeat
+	if s.perProcess == 0 {
+		s.perProcess = e.o.perProcess
+	}
+	s.applyDelay, s.heartbeat = e.o.applyDelay, e.o.heartbeat
 	l, err := startLoads(ctx, e.o.self, e.dir, s)
 	if err != nil {
 		return nil, err

@@ -28,10 +28,13 @@ import (
 
 // Options of a fleet.
 type Options struct {
-	// Servers are OpAMP server addresses (host:port). Agent i starts on Servers[i mod len] and moves on to
-	// the next when a connection attempt fails, as a Service spreads agents and sends a reconnecting one
-	// to a live replica.
+	// Servers are OpAMP server addresses (host:port). Agent i starts on Servers[i mod Spread] and moves on
+	// to the next when a connection attempt fails, as a Service spreads agents and sends a reconnecting
+	// one to a live replica: first to the servers beyond Spread, then to the others in order.
 	Servers []string
+	// Spread is how many of Servers the agents start on; zero is all. The rest are stand-bys that take
+	// the agents of a server that fails.
+	Spread int
 	// Tokens are the bearer tokens: one for every agent, or one per agent (EnrollmentTokens).
 	Tokens []string
 	// Count is how many agents to run.
@@ -77,6 +80,9 @@ func (o Options) Validate() error {
 	var errs []error
 	if len(o.Servers) == 0 {
 		errs = append(errs, errors.New("no server address"))
+	}
+	if o.Spread < 0 || o.Spread > len(o.Servers) {
+		errs = append(errs, fmt.Errorf("spread %d is not between 0 and the %d servers", o.Spread, len(o.Servers)))
 	}
 	if o.Count <= 0 {
 		errs = append(errs, fmt.Errorf("count must be positive, not %d", o.Count))
@@ -157,10 +163,15 @@ func Start(o Options) (*Fleet, error) {
 			opts.Host = "node-" + name
 			opts.Attributes = map[string]string{"k8s.pod.name": name, "k8s.node.name": "node-" + name}
 		}
-		start := i % len(o.Servers)
+		spread := o.Spread
+		if spread == 0 {
+			spread = len(o.Servers)
+		}
+		start := i % spread
 		first := o.Servers[start]
-		for j := 1; j < len(o.Servers); j++ {
-			opts.Fallback = append(opts.Fallback, o.Servers[(start+j)%len(o.Servers)])
+		opts.Fallback = append(opts.Fallback, o.Servers[spread:]...)
+		for j := 1; j < spread; j++ {
+			opts.Fallback = append(opts.Fallback, o.Servers[(start+j)%spread])
 		}
 		a, err := simagent.New(first, token, opts)
 		if err != nil {

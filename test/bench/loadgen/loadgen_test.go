@@ -99,6 +99,26 @@ func TestFleetMovesToALiveServer(t *testing.T) {
 	}).WithTimeout(30 * time.Second).Should(Succeed())
 }
 
+// TestFleetMovesToAStandBy: agents spread over the first two of three servers; when one stops, its agents
+// move to the third, and the other keeps its own.
+func TestFleetMovesToAStandBy(t *testing.T) {
+	g := NewWithT(t)
+	const n = 20
+	a, b, standby := startFloor(t, configA), startFloor(t, configA), startFloor(t, configA)
+	f := startFleet(t, loadgen.Options{Servers: []string{a.Addr(), b.Addr(), standby.Addr()}, Spread: 2, Tokens: []string{"t"}, Count: n, Prefix: "host"})
+	g.Eventually(func() []int { return []int{a.Connections(), b.Connections(), standby.Connections()} }).
+		WithTimeout(20 * time.Second).Should(Equal([]int{n / 2, n / 2, 0}))
+
+	f.Mark()
+	g.Expect(b.Stop()).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect([]int{a.Connections(), standby.Connections()}).To(Equal([]int{n / 2, n / 2}))
+		p := f.Progress()
+		g.Expect(p.Connected).To(Equal(n))
+		g.Expect(p.Reconnected).To(Equal(n / 2))
+	}).WithTimeout(30 * time.Second).Should(Succeed())
+}
+
 // TestServeProtocol: the process protocol: ready, then nothing until start, progress lines, stop.
 func TestServeProtocol(t *testing.T) {
 	g := NewWithT(t)

@@ -37,6 +37,22 @@ type Env struct {
 	Config *rest.Config
 	// Client is an uncached client with the operator's scheme.
 	Client client.Client
+
+	te *envtest.Environment
+}
+
+// WriteKubeconfig writes to path a kubeconfig of a new admin user (group system:masters) named user, for
+// processes that reach the control plane on their own, such as the manager binary.
+func (e *Env) WriteKubeconfig(path, user string) error {
+	u, err := e.te.AddUser(envtest.User{Name: user, Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fmt.Errorf("adding the user %s: %w", user, err)
+	}
+	kc, err := u.KubeConfig()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, kc, 0o600)
 }
 
 // RepoRoot is the repository's top directory.
@@ -136,7 +152,7 @@ func RunWith(m *testing.M, o Options, setup func(*Env) (teardown func(), err err
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	env := &Env{Config: cfg, Client: c}
+	env := &Env{Config: cfg, Client: c, te: te}
 	code := func() int {
 		if setup != nil {
 			teardown, err := setup(env)
