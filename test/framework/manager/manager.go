@@ -103,6 +103,8 @@ func Launch(o Options) (*Manager, error) {
 		"--metrics-bind-address=" + o.Ports.Metrics,
 		"--health-probe-bind-address=" + o.Ports.Probe,
 		"--external-url=http://" + o.Ports.OpAMP,
+		// The console's fixed loopback port would collide between replicas and with the machine's own.
+		"--console-bind-address=0",
 	}
 	if o.Ports.Pprof != "" {
 		args = append(args, "--pprof-bind-address="+o.Ports.Pprof)
