@@ -303,14 +303,19 @@ const (
 // leaseName is the replica's Lease.
 func (r *Replica) leaseName() string { return "linkmesh-replica-" + r.hash }
 
-// renew creates or renews this replica's Lease.
+// renew creates or renews this replica's Lease. When it had lapsed (this replica was paused, cut off from
+// the API server or starved for longer than the Lease), the leader has dropped this replica's collectors
+// from status and may have deleted its shares: they are published again, whole.
 func (r *Replica) renew(ctx context.Context, log logger) {
 	now := metav1.NewMicroTime(r.opts.Clock.Now())
 	lease := &coordinationv1.Lease{}
 	key := types.NamespacedName{Namespace: r.opts.Namespace, Name: r.leaseName()}
 	err := r.opts.Client.Get(ctx, key, lease)
+	lapsed := false
 	switch {
 	case apierrors.IsNotFound(err):
+		// Gone: never created, or deleted by the leader long after it lapsed.
+		lapsed = r.hasPublished()
 		lease = &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: LeaseLabels(r.hash)},
 			Spec: coordinationv1.LeaseSpec{
@@ -322,12 +327,30 @@ func (r *Replica) renew(ctx context.Context, log logger) {
 		}
 		err = r.opts.Client.Create(ctx, lease)
 	case err == nil:
+		lapsed = expiresIn(lease, now.Time) <= 0
 		lease.Spec.RenewTime = &now
 		err = r.opts.Client.Update(ctx, lease)
 	}
-	if err != nil && ctx.Err() == nil {
-		log.Error(err, "Renewing this replica's Lease")
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Error(err, "Renewing this replica's Lease")
+		}
+		return
 	}
+	if lapsed {
+		log.Info("This replica's Lease had lapsed: publishing its shares again")
+		r.mu.Lock()
+		clear(r.published)
+		r.mu.Unlock()
+		r.reportAll(ctx, log)
+	}
+}
+
+// hasPublished says whether this replica believes it has shares in the API.
+func (r *Replica) hasPublished() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.published) > 0
 }
 
 // LeaseLabels label a replica's Lease.
@@ -382,7 +405,7 @@ func (r *Replica) stop(log logger) {
 			case <-deadline:
 				break drain
 			case <-tick.C():
-				r.followDrain(ctx, log)
+				r.reportAll(ctx, log)
 			}
 		}
 	}
@@ -391,8 +414,9 @@ func (r *Replica) stop(log logger) {
 	r.removeOwn(removeCtx, log)
 }
 
-// followDrain reports every group's collectors as they are now, without their Events.
-func (r *Replica) followDrain(ctx context.Context, log logger) {
+// reportAll reports every group's collectors as they are now, without their Events (the next change of a
+// group records them): while the replica drains, and after its Lease lapsed.
+func (r *Replica) reportAll(ctx context.Context, log logger) {
 	leader := r.IsLeader()
 	for _, key := range r.opts.Fleet.Groups() {
 		mc := &v1alpha1.ManagedCollector{}
@@ -408,7 +432,7 @@ func (r *Replica) followDrain(ctx context.Context, log logger) {
 			continue
 		}
 		if err := r.publish(ctx, mc); err != nil {
-			log.Error(err, "Publishing this replica's share while it drains", "managedCollector", key.String())
+			log.Error(err, "Publishing this replica's share", "managedCollector", key.String())
 		}
 	}
 }

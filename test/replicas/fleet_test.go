@@ -3,6 +3,7 @@
 package replicas
 
 import (
+	"syscall"
 	"testing"
 	"time"
 
@@ -140,4 +141,37 @@ func TestThreeReplicas(t *testing.T) {
 	g.Consistently(func(g Gomega) { expectShows(g, getMC(g, ns, name), agents, hash(configB)) }, 3*time.Second, 250*time.Millisecond).Should(Succeed())
 	expectEvents(t, ns, name, v1alpha1.EventReconnected, "", len(moved))
 	expectEvents(t, ns, name, v1alpha1.EventRegistered, "", n)
+}
+
+// TestPausedReplica: a replica that stops renewing its Lease for longer than the Lease (SIGSTOP, as a pod
+// starved of CPU or cut off from the API server) drops out of status and its share is collected; once it
+// runs again it publishes its share again, whole, and status counts its collectors again, although none of
+// them changed.
+func TestPausedReplica(t *testing.T) {
+	g := NewWithT(t)
+	c := startReplicas(t, 2)
+	ns := testenv.Namespace(t, env.Client, "paused")
+	const name, n = "paused", 10
+	token := createCollector(t, ns, name, configA, 100)
+	agents := c.connect(t, token, "paused", n)
+	waitShows(t, ns, name, agents, hash(configA))
+	g.Expect(c.leader()).To(Equal(c.replicas[0]))
+	victim := c.replicas[1]
+	g.Expect(on(agents, victim)).To(HaveLen(n / 2))
+
+	victim.Signal(syscall.SIGSTOP)
+	t.Cleanup(func() { victim.Signal(syscall.SIGCONT) }) // before the cluster stops
+	paused := time.Now()
+	g.Eventually(func(g Gomega) {
+		g.Expect(getMC(g, ns, name).Status.Counts.Connected).To(Equal(int32(n / 2)))
+		g.Expect(shares(g, ns)).To(BeEmpty())
+	}, timeout, interval).Should(Succeed(), "the paused replica's collectors leave status and its share is collected")
+	measure(t, "a paused replica: its share collected (from the pause)", time.Since(paused))
+
+	victim.Signal(syscall.SIGCONT)
+	resumed := time.Now()
+	waitShows(t, ns, name, agents, hash(configA))
+	measure(t, "a paused replica: status right again (from the resume)", time.Since(resumed))
+	g.Expect(on(agents, victim)).To(HaveLen(n/2), "its collectors stayed connected to it")
+	g.Expect(shares(g, ns)).To(HaveLen(1), "its share is back")
 }
