@@ -64,6 +64,12 @@ func run() error {
 	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "",
 		"Namespace of the leader election Lease and of the replicas' Leases; defaults to POD_NAMESPACE, and "+
 			"is required with --leader-elect outside a pod.")
+	flag.DurationVar(&o.LeaderElection.LeaseDuration, "leader-election-lease-duration", operator.LeaderElectionDefaults.LeaseDuration,
+		"How long the other replicas wait, from the leader's last renewal, before one of them takes over.")
+	flag.DurationVar(&o.LeaderElection.RenewDeadline, "leader-election-renew-deadline", operator.LeaderElectionDefaults.RenewDeadline,
+		"How long the leader tries to renew its Lease before it gives up leading and the process stops.")
+	flag.DurationVar(&o.LeaderElection.RetryPeriod, "leader-election-retry-period", operator.LeaderElectionDefaults.RetryPeriod,
+		"How often the leader renews its Lease and the others look at it.")
 	flag.DurationVar(&o.DrainPeriod, "drain-period", 5*time.Second,
 		"On shutdown, the time over which this replica closes its collectors' connections, so they reconnect "+
 			"to the other replicas gradually.")
@@ -117,6 +123,9 @@ func run() error {
 	}
 	if o.LeaderElect && o.LeaderElectionNamespace == "" {
 		return errors.New("--leader-elect needs --leader-election-namespace outside a pod (POD_NAMESPACE is not set)")
+	}
+	if err := o.LeaderElection.Check(); err != nil {
+		return err
 	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {

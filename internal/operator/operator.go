@@ -61,6 +61,8 @@ type Options struct {
 	LeaderElect bool
 	// LeaderElectionNamespace is needed when running outside a cluster with LeaderElect.
 	LeaderElectionNamespace string
+	// LeaderElection times the leader election Lease; zero values take LeaderElectionDefaults.
+	LeaderElection LeaderElectionTiming
 	// ExternalURL is the http(s) base URL at which collectors reach the operator. Empty means the listener's
 	// own address, for a run on this machine.
 	ExternalURL string
@@ -189,6 +191,7 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 		Namespaces: map[string]cache.Config{o.ReplicaNamespace: {}},
 		Label:      labels.SelectorFromSet(labels.Set{naming.LabelManagedBy: naming.FieldOwner, naming.LabelComponent: replica.LabelComponentReplica}),
 	}
+	le := o.LeaderElection.withDefaults()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
@@ -197,6 +200,9 @@ func New(cfg *rest.Config, o Options) (_ *Operator, retErr error) {
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionID:        "linkmesh-operator." + v1alpha1.GroupName,
 		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		LeaseDuration:           &le.LeaseDuration,
+		RenewDeadline:           &le.RenewDeadline,
+		RetryPeriod:             &le.RetryPeriod,
 		// A stopping leader hands over at once instead of leaving the replicas without one (no status, no
 		// accepted edit) for the Lease's 15 s; safe because the manager ends the process when it stops,
 		// after every runnable that leads has returned.
