@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 
 	"sigs.k8s.io/yaml"
 )
@@ -53,6 +55,39 @@ func ParseShape(config string) (*Shape, error) {
 		s.Extensions[id] = true
 	}
 	return s, nil
+}
+
+// Key is a canonical string of the shape: two shapes have the same Key exactly when they define the same
+// components, pipelines (wired in the same order) and service extensions.
+func (s *Shape) Key() string {
+	var b strings.Builder
+	for _, sec := range sections {
+		b.WriteString(sec)
+		b.WriteByte(':')
+		for _, id := range slices.Sorted(maps.Keys(s.Components[sec])) {
+			b.WriteString(strconv.Quote(id))
+			b.WriteByte(',')
+		}
+		b.WriteByte(';')
+	}
+	b.WriteString("pipelines:")
+	for _, name := range slices.Sorted(maps.Keys(s.Pipelines)) {
+		b.WriteString(strconv.Quote(name))
+		for _, field := range []string{"receivers", "processors", "exporters"} {
+			b.WriteByte('/')
+			for _, id := range s.Pipelines[name][field] {
+				b.WriteString(strconv.Quote(id))
+				b.WriteByte(',')
+			}
+		}
+		b.WriteByte(';')
+	}
+	b.WriteString("extensions:")
+	for _, id := range slices.Sorted(maps.Keys(s.Extensions)) {
+		b.WriteString(strconv.Quote(id))
+		b.WriteByte(',')
+	}
+	return b.String()
 }
 
 // Missing lists what of desired the effective config lacks: a pipeline, a pipeline wired differently, a

@@ -82,3 +82,24 @@ func cut(t *testing.T, s, from, to string) string {
 	}
 	return s[:i] + s[i+1+j:]
 }
+
+func TestKeyIsTheStructure(t *testing.T) {
+	base := "receivers: {otlp: {}}\nprocessors: {batch: {}, memory_limiter: {}}\nexporters: {debug: {}}\n" +
+		"service: {pipelines: {traces: {receivers: [otlp], processors: [%s], exporters: [debug]}}}"
+	key := func(config string) string { return mustShape(t, config).Key() }
+	same := key(strings.ReplaceAll(base, "%s", "memory_limiter, batch"))
+	for _, tc := range []struct {
+		name   string
+		config string
+		equal  bool
+	}{
+		{"other settings", strings.ReplaceAll(strings.ReplaceAll(base, "%s", "memory_limiter, batch"), "debug: {}", "debug: {verbosity: detailed}"), true},
+		{"processors in another order", strings.ReplaceAll(base, "%s", "batch, memory_limiter"), false},
+		{"one processor fewer", strings.ReplaceAll(base, "%s", "batch"), false},
+		{"an ID with the key's separators", `receivers: {"otlp,x;": {}}` + "\nexporters: {debug: {}}\nservice: {pipelines: {traces: {receivers: [\"otlp,x;\"], exporters: [debug]}}}", false},
+	} {
+		if got := key(tc.config) == same; got != tc.equal {
+			t.Errorf("%s: same key %v, want %v", tc.name, got, tc.equal)
+		}
+	}
+}
