@@ -178,7 +178,7 @@ var errInstanceTaken = errors.New("instance UID bound to an enrollment token")
 // admit checks the instance at its first message: it is where the instance UID becomes known.
 func (c *session) admit(ctx context.Context, uid string, msg *protobufs.AgentToServer) error {
 	// The group may have been deleted between the upgrade and this message.
-	if _, err := c.server.credentials.Collector(ctx, c.principal.Collector); err != nil {
+	if err := c.server.credentials.CheckCollector(ctx, c.principal.Collector); err != nil {
 		return err
 	}
 	if c.principal.Source != credential.SourceHost {
