@@ -9,7 +9,7 @@ import (
 func TestMemoryLimitFollowsTheContainer(t *testing.T) {
 	t.Cleanup(func() { debug.SetMemoryLimit(math.MaxInt64) })
 	t.Setenv("GOMEMLIMIT", "")
-	t.Setenv("LINKMESH_MEMORY_LIMIT", "536870912") // 512Mi, the chart's default limit
+	t.Setenv("LINKMESH_MEMORY_LIMIT", "536870912") // 512Mi
 	soft, err := setMemoryLimit()
 	if err != nil {
 		t.Fatal(err)
