@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -186,9 +188,12 @@ func (c *Checker) Check(ctx context.Context, r client.Reader) (Report, error) {
 			}
 		}
 	}
+	// Longest first: a token's form without its prefix is inside the token, and replacing it first would
+	// leave the prefix standing before "<token>".
+	byLength := slices.SortedFunc(maps.Keys(forms), func(a, b string) int { return len(b) - len(a) })
 	for i, line := range strings.Split(logs, "\n") {
 		if found(line) {
-			for f := range forms {
+			for _, f := range byLength {
 				line = strings.ReplaceAll(line, f, "<token>")
 			}
 			if len(line) > 300 {
