@@ -219,12 +219,11 @@ func TestPerAddressCapWaitsForAFullerListener(t *testing.T) {
 
 	// With the listener three quarters full, the address' next connections in flight count.
 	fillToAddressCap(t, s, addr, 19)
-	var busy []net.Conn
+	// Two requests in flight; dialFrom keeps their connections open until the test ends.
 	for range 2 {
 		c := dialFrom(t, "127.0.0.2", addr)
 		_, err := io.WriteString(c, "GET /ok HTTP/1.1\r\nHost: test\r\n")
 		g.Expect(err).NotTo(HaveOccurred())
-		busy = append(busy, c)
 	}
 	g.Eventually(s.OpenConns).Should(Equal(32))
 	over := dialFrom(t, "127.0.0.2", addr)
