@@ -79,7 +79,7 @@ verify: generate manifests ## Regenerate, then fail on any difference from what 
 BENCH_FLAGS ?=
 
 .PHONY: bench
-bench: ## Fleet benchmark: 1,000/5,000/10,000 collectors against the operator and a bare OpAMP server, enrollment, restart storm.
+bench: ## Fleet benchmark: 1,000/5,000/10,000 collectors against the operator and a bare OpAMP server, enrollment, restart storm, replicas, rollout, flood.
 	go build -o bin/bench ./test/bench
 	go build -o bin/manager ./cmd/manager
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" bin/bench -manager bin/manager $(BENCH_FLAGS)

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +41,10 @@ type cluster struct {
 	mcs    map[string]*v1alpha1.ManagedCollector
 	tokens map[string]*v1alpha1.EnrollmentToken
 	waits  []*clusterWait
+	// followers see every version of a ManagedCollector the informer delivers, with the time it arrived,
+	// under the lock.
+	followers map[int]func(time.Time, *v1alpha1.ManagedCollector)
+	nextID    int
 }
 
 // clusterWait is a condition on the cluster's objects and the time an event first satisfied it.
@@ -110,6 +117,9 @@ func (cl *cluster) observe(obj any) {
 	switch o := obj.(type) {
 	case *v1alpha1.ManagedCollector:
 		cl.mcs[o.Name] = o
+		for _, f := range cl.followers {
+			f(now, o)
+		}
 	case *v1alpha1.EnrollmentToken:
 		cl.tokens[o.Name] = o
 	}
@@ -156,6 +166,25 @@ func (cl *cluster) when(ctx context.Context, what string, timeout time.Duration,
 	case <-ctx.Done():
 		remove()
 		return time.Time{}, fmt.Errorf("%s: %w (%s)", what, context.Cause(ctx), describe())
+	}
+}
+
+// follow calls f, with the cluster's lock held, for every version of a ManagedCollector the informer
+// delivers from now on, with the time it arrived, until stop is called: a timeline of status, where when
+// sees only the first time a condition holds.
+func (cl *cluster) follow(f func(at time.Time, mc *v1alpha1.ManagedCollector)) (stop func()) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.followers == nil {
+		cl.followers = map[int]func(time.Time, *v1alpha1.ManagedCollector){}
+	}
+	id := cl.nextID
+	cl.nextID++
+	cl.followers[id] = f
+	return func() {
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		delete(cl.followers, id)
 	}
 }
 
@@ -274,4 +303,67 @@ func (w window) close(ctx context.Context, cl *cluster, pids ...int) (measured, 
 		m.Usage = end.usages[0]
 	}
 	return m, nil
+}
+
+// writePeak scrapes the API server's counts every second while it runs and keeps the most writes the
+// operator made in any one of those seconds: a budget of writes per second is about every second, not
+// only the average over a window.
+type writePeak struct {
+	stopCh chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+	// series are the writes in each second, in order.
+	series []int64
+	err    error
+}
+
+// sampleWrites starts a writePeak.
+func (cl *cluster) sampleWrites(ctx context.Context) *writePeak {
+	p := &writePeak{stopCh: make(chan struct{})}
+	p.wg.Go(func() {
+		server, own, err := cl.apiCounts(ctx)
+		if err != nil {
+			p.err = err
+			return
+		}
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-p.stopCh:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			s, o, err := cl.apiCounts(ctx)
+			if err != nil {
+				p.err = err
+				return
+			}
+			d := s.Sub(server).Sub(o.Sub(own))
+			p.series = append(p.series, d.Total(func(k apirequests.Key) bool { return k.Write() }))
+			server, own = s, o
+		}
+	})
+	return p
+}
+
+// stop ends the sampling, if it has not ended yet, and returns the writes in each second.
+func (p *writePeak) stop() ([]int64, error) {
+	p.once.Do(func() { close(p.stopCh) })
+	p.wg.Wait()
+	return p.series, p.err
+}
+
+// perSecondText is the most writes in one second and every second's, as a table cell.
+func perSecondText(series []int64) string {
+	if len(series) == 0 {
+		return "none sampled"
+	}
+	parts := make([]string, len(series))
+	for i, n := range series {
+		parts[i] = strconv.FormatInt(n, 10)
+	}
+	return fmt.Sprintf("%d (each second: %s)", slices.Max(series), strings.Join(parts, " "))
 }

@@ -33,6 +33,10 @@ func runLoad(args []string) error {
 	fs.DurationVar(&o.Heartbeat, "heartbeat", 0, "heartbeat interval; 0 keeps opamp-go's 30s")
 	fs.StringVar(&o.Fail.Hash, "fail-hash", "", "hex config hash that a fraction of the agents report FAILED")
 	fs.Float64Var(&o.Fail.Fraction, "fail-fraction", 0, "fraction of the agents that fail -fail-hash")
+	fs.BoolVar(&o.Fail.ByRank, "fail-by-rank", false, "pick the failing agents by their rollout rank (those a first step of -fail-fraction is offered to), not by index")
+	fs.BoolVar(&o.MaxDescription, "max-description", false, "pad each agent's description to the most the OpAMP server keeps of one")
+	fs.DurationVar(&o.Probe, "probe", 0, "time a status message's round trip from every agent this often; 0 sends none")
+	fs.BoolVar(&o.StopOnRefusal, "stop-on-refusal", false, "stop an agent at its first ServerErrorResponse instead of reconnecting at once as opamp-go does")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -91,6 +95,10 @@ type loadSpec struct {
 	prefix     string
 	applyDelay time.Duration
 	heartbeat  time.Duration
+	// maxDescription, probe and stopOnRefusal are loadgen.Options'.
+	maxDescription bool
+	probe          time.Duration
+	stopOnRefusal  bool
 }
 
 // loads is the parent's handle on the load generator processes of one fleet.
@@ -120,6 +128,15 @@ func startLoads(ctx context.Context, self, dir string, s loadSpec) (*loads, erro
 		}
 		if s.pods {
 			args = append(args, "-pods")
+		}
+		if s.maxDescription {
+			args = append(args, "-max-description")
+		}
+		if s.probe > 0 {
+			args = append(args, "-probe", s.probe.String())
+		}
+		if s.stopOnRefusal {
+			args = append(args, "-stop-on-refusal")
 		}
 		c, err := process.Start(fmt.Sprintf("%s-%d", s.name, k), dir, syscall.SIGKILL, nil, self, args...)
 		if err != nil {
@@ -249,7 +266,10 @@ func (l *loads) SetFail(r loadgen.FailRule) error {
 
 // Total adds up the progress of all processes: counts are summed, times are the latest.
 func (l *loads) Total() loadgen.Progress {
-	t := loadgen.Progress{Received: map[string]int{}, Applied: map[string]int{}, Failed: map[string]int{}, LastOutcome: map[string]int64{}}
+	t := loadgen.Progress{
+		Received: map[string]int{}, Applied: map[string]int{}, Failed: map[string]int{}, LastOutcome: map[string]int64{},
+		Offered: map[string]int{}, EverFailed: map[string]int{}, Refused: map[string]int{},
+	}
 	for _, p := range l.procs {
 		p.mu.Lock()
 		q := p.progress
@@ -258,7 +278,19 @@ func (l *loads) Total() loadgen.Progress {
 		t.Connected += q.Connected
 		t.Reconnected += q.Reconnected
 		t.ConnectFailures += q.ConnectFailures
+		t.Handshakes += q.Handshakes
+		t.Refusals += q.Refusals
+		t.Probes.Add(q.Probes)
 		t.LastConnect = max(t.LastConnect, q.LastConnect)
+		for h, n := range q.Offered {
+			t.Offered[h] += n
+		}
+		for h, n := range q.EverFailed {
+			t.EverFailed[h] += n
+		}
+		for msg, n := range q.Refused {
+			t.Refused[msg] += n
+		}
 		for h, n := range q.Received {
 			t.Received[h] += n
 		}
@@ -314,6 +346,17 @@ func (l *loads) waitFor(ctx context.Context, what string, timeout time.Duration,
 		err = fmt.Errorf("%s: %w", what, procErr)
 	}
 	return last, err
+}
+
+// CPU is the processes' CPU time so far, in seconds, summed.
+func (l *loads) CPU() float64 {
+	total := 0.0
+	for _, p := range l.procs {
+		if u, err := process.UsageOf(p.Pid()); err == nil {
+			total += u.CPU
+		}
+	}
+	return total
 }
 
 // Stop disconnects every agent and ends the processes, killing those that do not end within a minute.

@@ -96,6 +96,8 @@ type options struct {
 	replicasN    int
 	replicasKill string
 	standby      bool
+	rollout      rolloutOptions
+	flood        floodOptions
 	pprofDir     string
 	pprofRamp    time.Duration
 	pprofFanOut  time.Duration
@@ -109,6 +111,8 @@ const (
 	scenarioEnrollment = "enrollment"
 	scenarioRestart    = "restart"
 	scenarioReplicas   = "replicas"
+	scenarioRollout    = "rollout"
+	scenarioFlood      = "flood"
 )
 
 func parseOptions(args []string) (*options, error) {
@@ -119,7 +123,7 @@ func parseOptions(args []string) (*options, error) {
 	}
 	o := &options{}
 	sizes := fs.String("n", "1000,5000,10000", "comma-separated fleet sizes of the fleet scenario")
-	scenarios := fs.String("scenarios", "fleet,enrollment,restart,replicas", "comma-separated scenarios: fleet (ramp, steady, fan-out, floor), enrollment (hosts with their own EnrollmentTokens), restart (kill the operator with the fleet connected), replicas (two replicas with leader election, then one killed)")
+	scenarios := fs.String("scenarios", "fleet,enrollment,restart,replicas,rollout,flood", "comma-separated scenarios: fleet (ramp, steady, fan-out, floor), enrollment (hosts with their own EnrollmentTokens), restart (kill the operator with the fleet connected), replicas (two replicas with leader election, then one killed), rollout (a progressive rollout, then one rolled back), flood (one pod credential used by thousands of instance UIDs)")
 	fs.BoolVar(&o.smoke, "smoke", false, "check correctness and exit non-zero on a failure: all connected and configured, exact status counts, the edit reaches all, no owned-object write in steady state; no floor, no wall-clock limits")
 	fs.BoolVar(&o.floor, "floor", true, "also measure the floor (a bare opamp-go server) and print the ratios")
 	fs.StringVar(&o.manager, "manager", "", "the manager binary; empty builds ./cmd/manager")
@@ -135,11 +139,23 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.replicasN, "replicas-n", 20000, "collectors of the replicas scenario, in two load generator processes")
 	fs.StringVar(&o.replicasKill, "replicas-kill", killOther, "which replica the replicas scenario kills: other (the one that does not lead) or leader")
 	fs.BoolVar(&o.standby, "replicas-standby", true, "start a third replica before the kill, for the killed replica's collectors to move to: with an open-files limit of 20000 per process the survivor cannot hold 20000 connections; false sends them to the survivor")
+	rolloutSteps := fs.String("rollout-steps", "1%,10%,100%", "spec.rollout.steps of the rollout scenario: counts, then percentages, the last 100%")
+	fs.IntVar(&o.rollout.n, "rollout-n", 10000, "collectors of the rollout scenario")
+	fs.DurationVar(&o.rollout.bake, "rollout-bake", 10*time.Second, "spec.rollout.bakeTime of the rollout scenario")
+	fs.Float64Var(&o.rollout.failFraction, "rollout-fail-fraction", 0.01, "fraction of the collectors that fail the rollout scenario's second config")
+	fs.StringVar(&o.rollout.failBy, "rollout-fail-by", failByRank, "which collectors fail the second config: rank (those the rollout offers it first, by the rank of their instance UID) or index (a spread by index, whatever their rank)")
+	fs.IntVar(&o.flood.n, "flood-n", 7000, "connections of the flood scenario, each with its own instance UID, all with one pod credential")
+	fs.IntVar(&o.flood.others, "flood-others", 100, "collectors of the other ManagedCollector, which must not notice the flood")
+	fs.IntVar(&o.flood.maxCollectors, "flood-max", 0, "spec.maxCollectors of the flooded ManagedCollector; 0 leaves the default")
+	fs.DurationVar(&o.flood.hold, "flood-hold", 20*time.Second, "how long the flood lasts from its start")
+	fs.DurationVar(&o.flood.after, "flood-after", 30*time.Second, "how long after the flood the operator's memory is measured again")
+	fs.BoolVar(&o.flood.retry, "flood-retry", true, "refused flood agents reconnect at once, as opamp-go does when the server closes the connection; false: they stop at their first refusal")
 	fs.StringVar(&o.pprofDir, "pprof", "", "directory to save CPU and heap profiles of the operator during each ramp and fan-out")
 	fs.DurationVar(&o.pprofRamp, "pprof-ramp", 10*time.Second, "length of the CPU profile from the start of a ramp")
 	fs.DurationVar(&o.pprofFanOut, "pprof-fanout", 5*time.Second, "length of the CPU profile from a spec.config edit")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (logs of every process, kubeconfigs) also after a success")
-	if err := fs.Parse(args); err != nil {
+	var err error
+	if err = fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -155,11 +171,20 @@ func parseOptions(args []string) (*options, error) {
 	o.scenarios = map[string]bool{}
 	for s := range strings.SplitSeq(*scenarios, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case scenarioFleet, scenarioEnrollment, scenarioRestart, scenarioReplicas:
+		case scenarioFleet, scenarioEnrollment, scenarioRestart, scenarioReplicas, scenarioRollout, scenarioFlood:
 			o.scenarios[s] = true
 		default:
-			return nil, fmt.Errorf("-scenarios: unknown scenario %q (fleet, enrollment, restart, replicas)", s)
+			return nil, fmt.Errorf("-scenarios: unknown scenario %q (fleet, enrollment, restart, replicas, rollout, flood)", s)
 		}
+	}
+	if o.rollout.steps, err = parseSteps(*rolloutSteps); err != nil {
+		return nil, err
+	}
+	if err := o.rollout.validate(); err != nil {
+		return nil, err
+	}
+	if err := o.flood.validate(); err != nil {
+		return nil, err
 	}
 	if o.smoke {
 		o.floor = false
@@ -270,6 +295,20 @@ func runBench(args []string) error {
 		res, err := runReplicas(ctx, o, o.replicasN)
 		if err != nil {
 			return fmt.Errorf("%d collectors over %d replicas: %w", o.replicasN, replicaCount, err)
+		}
+		res.print(os.Stdout)
+	}
+	if o.scenarios[scenarioRollout] {
+		res, err := runRollout(ctx, o)
+		if err != nil {
+			return fmt.Errorf("progressive rollout over %d collectors: %w", o.rollout.n, err)
+		}
+		res.print(os.Stdout)
+	}
+	if o.scenarios[scenarioFlood] {
+		res, err := runFlood(ctx, o)
+		if err != nil {
+			return fmt.Errorf("flood of %d instance UIDs with one credential: %w", o.flood.n, err)
 		}
 		res.print(os.Stdout)
 	}

@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/linkmesh/linkmesh-operator/api/v1alpha1"
 	"github.com/linkmesh/linkmesh-operator/test/bench/apirequests"
@@ -20,7 +23,20 @@ func TestParseOptionsRefusesBadFlags(t *testing.T) {
 	}{
 		{[]string{crds, "-n", "1000,x"}, `-n: "x" is not a positive number of collectors`},
 		{[]string{crds, "-n", "0"}, `-n: "0" is not a positive number`},
-		{[]string{crds, "-scenarios", "fleet,rollout"}, `unknown scenario "rollout"`},
+		{[]string{crds, "-scenarios", "fleet,rollouts"}, `unknown scenario "rollouts"`},
+		{[]string{crds, "-rollout-n", "0"}, "-rollout-n 0: between 1 and 15000"},
+		{[]string{crds, "-rollout-n", "15001"}, "-rollout-n 15001: between 1 and 15000"},
+		{[]string{crds, "-rollout-bake", "-1s"}, "-rollout-bake -1s: between 0s and 24h"},
+		{[]string{crds, "-rollout-steps", "1%,10%"}, `-rollout-steps "1%,10%": the last step must be 100%`},
+		{[]string{crds, "-rollout-steps", "0,100%"}, `-rollout-steps: "0" is neither a count of at least 1 nor a percentage`},
+		{[]string{crds, "-rollout-steps", "101%,100%"}, `-rollout-steps: "101%" is not a percentage from 1% to 100%`},
+		{[]string{crds, "-rollout-steps", "ten,100%"}, `-rollout-steps: "ten" is neither a count`},
+		{[]string{crds, "-rollout-fail-fraction", "0"}, "-rollout-fail-fraction 0: more than 0, at most 1"},
+		{[]string{crds, "-rollout-fail-by", "uid"}, `-rollout-fail-by "uid": rank or index`},
+		{[]string{crds, "-flood-n", "0"}, "-flood-n 0: between 1 and 15000"},
+		{[]string{crds, "-flood-others", "0"}, "-flood-others 0: between 1 and 5000"},
+		{[]string{crds, "-flood-max", "-1"}, "-flood-max -1: 0 (the default) or more"},
+		{[]string{crds, "-flood-hold", "0s"}, "-flood-hold 0s must be positive"},
 		{[]string{crds, "-replicas-n", "20001"}, "-replicas-n 20001: between 1 and 20000"},
 		{[]string{crds, "-replicas-kill", "both"}, `-replicas-kill "both": other or leader`},
 		{[]string{crds, "-per-process", "10000"}, "-per-process 10000: between 1 and 9000"},
@@ -40,6 +56,37 @@ func TestParseOptionsRefusesBadFlags(t *testing.T) {
 	t.Setenv("KUBEBUILDER_ASSETS", "")
 	if _, err := parseOptions([]string{crds}); err == nil || !strings.Contains(err.Error(), "KUBEBUILDER_ASSETS is not set") {
 		t.Fatalf("without KUBEBUILDER_ASSETS: %v", err)
+	}
+}
+
+func TestParseOptionsDefaultsRunEveryScenario(t *testing.T) {
+	t.Setenv("KUBEBUILDER_ASSETS", t.TempDir())
+	o, err := parseOptions([]string{"-crds", t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{scenarioFleet, scenarioEnrollment, scenarioRestart, scenarioReplicas, scenarioRollout, scenarioFlood} {
+		if !o.scenarios[s] {
+			t.Errorf("the default scenarios lack %s", s)
+		}
+	}
+	want := []intstr.IntOrString{intstr.FromString("1%"), intstr.FromString("10%"), intstr.FromString("100%")}
+	if !reflect.DeepEqual(o.rollout.steps, want) || o.rollout.n != 10000 || o.rollout.bake != 10*time.Second || o.rollout.failBy != failByRank {
+		t.Errorf("rollout options = %+v", o.rollout)
+	}
+	if o.flood.n != 7000 || o.flood.others != 100 || !o.flood.retry {
+		t.Errorf("flood options = %+v", o.flood)
+	}
+}
+
+func TestParseStepsTakesCountsAndPercentages(t *testing.T) {
+	steps, err := parseSteps("1, 10%,100%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []intstr.IntOrString{intstr.FromInt32(1), intstr.FromString("10%"), intstr.FromString("100%")}
+	if !reflect.DeepEqual(steps, want) {
+		t.Fatalf("parseSteps = %v, want %v", steps, want)
 	}
 }
 

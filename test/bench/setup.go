@@ -117,18 +117,21 @@ func (e *env) startLoads(ctx context.Context, s loadSpec) (*loads, error) {
 // desired), so pods > 0 lets that many connect (spec.maxCollectors); an External one counts its
 // EnrollmentTokens.
 func (e *env) createCollector(ctx context.Context, name string, mode v1alpha1.CollectorMode, pods int) error {
-	mc := &v1alpha1.ManagedCollector{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: benchNamespace},
-		Spec:       v1alpha1.ManagedCollectorSpec{Mode: mode, Config: configA},
-	}
+	spec := v1alpha1.ManagedCollectorSpec{Mode: mode, Config: configA}
 	if pods > 0 {
 		limit := int32(pods)
-		mc.Spec.MaxCollectors = &limit
+		spec.MaxCollectors = &limit
 	}
+	return e.createCollectorSpec(ctx, name, spec)
+}
+
+// createCollectorSpec creates a ManagedCollector with spec and waits until the operator accepted its config.
+func (e *env) createCollectorSpec(ctx context.Context, name string, spec v1alpha1.ManagedCollectorSpec) error {
+	mc := &v1alpha1.ManagedCollector{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: benchNamespace}, Spec: spec}
 	if err := e.cl.client.Create(ctx, mc); err != nil {
 		return fmt.Errorf("creating the ManagedCollector %s: %w", name, err)
 	}
-	hash := configHash(configA)
+	hash := configHash(spec.Config)
 	_, err := e.cl.when(ctx, fmt.Sprintf("the operator accepting the config of %s", name), e.o.timeout, func() bool {
 		mc := e.cl.collectorLocked(name)
 		return mc != nil && mc.Status.ConfigHash == hash && mc.Status.ObservedGeneration == mc.Generation
@@ -160,13 +163,18 @@ func (e *env) writeTokens(name string, tokens []string) (string, error) {
 
 // editConfig sets spec.config with a merge patch, which needs no read first.
 func (e *env) editConfig(ctx context.Context, name, config string) error {
-	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"config": config}})
+	return e.patchSpec(ctx, name, "spec.config", map[string]any{"config": config})
+}
+
+// patchSpec merges fields into the spec of the ManagedCollector name; what names them in an error.
+func (e *env) patchSpec(ctx context.Context, name, what string, fields map[string]any) error {
+	patch, err := json.Marshal(map[string]any{"spec": fields})
 	if err != nil {
 		return err
 	}
 	mc := &v1alpha1.ManagedCollector{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: benchNamespace}}
 	if err := e.cl.client.Patch(ctx, mc, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		return fmt.Errorf("editing spec.config of %s: %w", name, err)
+		return fmt.Errorf("editing %s of %s: %w", what, name, err)
 	}
 	return nil
 }

@@ -2,14 +2,22 @@ package loadgen_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+	"github.com/open-telemetry/opamp-go/protobufs"
+	opamp "github.com/open-telemetry/opamp-go/server"
+	opamptypes "github.com/open-telemetry/opamp-go/server/types"
 
 	"github.com/linkmesh/linkmesh-operator/test/bench/floor"
 	"github.com/linkmesh/linkmesh-operator/test/bench/loadgen"
@@ -70,6 +78,10 @@ func TestFleetAppliesAndFailsAFraction(t *testing.T) {
 	// Half of 40 by a hash of the index: not all, not none.
 	g.Expect(failed).To(BeNumerically(">", 5))
 	g.Expect(failed).To(BeNumerically("<", n-5))
+	// Every agent was offered both; those that failed the second say so.
+	p := f.Progress()
+	g.Expect(p.Offered).To(Equal(map[string]int{hash(configA): n, hash(configB): n}))
+	g.Expect(p.EverFailed).To(Equal(map[string]int{hash(configB): failed}))
 
 	// A second fleet with the same indexes fails the same agents.
 	other := startFleet(t, loadgen.Options{
@@ -77,6 +89,14 @@ func TestFleetAppliesAndFailsAFraction(t *testing.T) {
 		Fail: loadgen.FailRule{Hash: hash(configB), Fraction: 0.5},
 	})
 	g.Eventually(func() int { return other.Progress().Failed[hash(configB)] }).WithTimeout(20 * time.Second).Should(Equal(failed))
+
+	// Sent the first config again, every agent applies it; none forgets it failed the second.
+	g.Expect(srv.Push(configA)).To(Equal(2 * n))
+	g.Eventually(func(g Gomega) {
+		p := f.Progress()
+		g.Expect(p.Applied).To(Equal(map[string]int{hash(configA): n}))
+		g.Expect(p.EverFailed).To(Equal(map[string]int{hash(configB): failed}))
+	}).WithTimeout(20 * time.Second).Should(Succeed())
 }
 
 // TestFleetMovesToALiveServer: agents spread over two servers; when one stops, its agents reconnect to
@@ -117,6 +137,123 @@ func TestFleetMovesToAStandBy(t *testing.T) {
 		g.Expect(p.Connected).To(Equal(n))
 		g.Expect(p.Reconnected).To(Equal(n / 2))
 	}).WithTimeout(30 * time.Second).Should(Succeed())
+}
+
+// TestFleetTimesRoundTrips: with Probe, every connected agent's status messages are answered and timed;
+// a mark starts the count afresh.
+func TestFleetTimesRoundTrips(t *testing.T) {
+	g := NewWithT(t)
+	const n = 5
+	srv := startFloor(t, configA)
+	f := startFleet(t, loadgen.Options{Servers: []string{srv.Addr()}, Tokens: []string{"t"}, Count: n, Prefix: "host", Probe: 50 * time.Millisecond})
+	g.Eventually(func(g Gomega) {
+		p := f.Progress().Probes
+		g.Expect(p.Answered).To(BeNumerically(">=", 3*n))
+		g.Expect(p.Sent).To(BeNumerically(">=", p.Answered))
+		var counted int64
+		for _, c := range p.Buckets {
+			counted += c
+		}
+		g.Expect(counted).To(Equal(p.Answered))
+		g.Expect(p.Max).To(BeNumerically(">", 0))
+		g.Expect(p.Quantile(0.5)).To(BeNumerically(">", 0))
+		g.Expect(p.Quantile(0.5)).To(BeNumerically("<=", time.Duration(p.Max)))
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	before := f.Progress().Probes.Sent
+	f.Mark()
+	g.Expect(f.Progress().Probes.Sent).To(BeNumerically("<", before))
+}
+
+// refuser is an OpAMP server that answers every message with an error and closes the connection, as the
+// operator does with a collector over spec.maxCollectors; it keeps the descriptions it was sent.
+type refuser struct {
+	addr         string
+	mu           sync.Mutex
+	descriptions []*protobufs.AgentDescription
+}
+
+const refusal = "this ManagedCollector already holds as many collectors as it may (spec.maxCollectors); retry later"
+
+func startRefuser(t *testing.T) *refuser {
+	t.Helper()
+	r := &refuser{}
+	handler, connContext, err := opamp.New(nil).Attach(opamp.Settings{Callbacks: opamptypes.Callbacks{
+		OnConnecting: func(*http.Request) opamptypes.ConnectionResponse {
+			return opamptypes.ConnectionResponse{Accept: true, ConnectionCallbacks: opamptypes.ConnectionCallbacks{
+				OnMessage: func(ctx context.Context, conn opamptypes.Connection, msg *protobufs.AgentToServer) *protobufs.ServerToAgent {
+					if d := msg.GetAgentDescription(); d != nil {
+						r.mu.Lock()
+						r.descriptions = append(r.descriptions, d)
+						r.mu.Unlock()
+					}
+					_ = conn.Send(ctx, &protobufs.ServerToAgent{InstanceUid: msg.InstanceUid, ErrorResponse: &protobufs.ServerErrorResponse{
+						Type: protobufs.ServerErrorResponseType_ServerErrorResponseType_Unavailable, ErrorMessage: refusal,
+					}})
+					_ = conn.Disconnect()
+					return nil
+				},
+			}}
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(floor.Path, handler)
+	srv := &http.Server{Handler: mux, ConnContext: connContext, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	r.addr = ln.Addr().String()
+	return r
+}
+
+// TestFleetCountsRefusals: agents that are refused say with what message; with StopOnRefusal they stop
+// asking, and their descriptions are the largest the operator keeps: 64 non-identifying attributes, the
+// padding ones with 256-byte keys and values.
+func TestFleetCountsRefusals(t *testing.T) {
+	g := NewWithT(t)
+	const n = 4
+	srv := startRefuser(t)
+	f := startFleet(t, loadgen.Options{Servers: []string{srv.addr}, Tokens: []string{"t"}, Count: n, Prefix: "pod", Pods: true,
+		MaxDescription: true, StopOnRefusal: true})
+	g.Eventually(func() map[string]int { return f.Progress().Refused }).WithTimeout(20 * time.Second).Should(Equal(map[string]int{refusal: n}))
+	// An agent stops from another goroutine than opamp-go's callback, so it may reconnect once meanwhile;
+	// then no more.
+	time.Sleep(300 * time.Millisecond)
+	h := f.Progress().Handshakes
+	g.Expect(h).To(BeNumerically("<=", 2*n))
+	g.Consistently(func() int64 { return f.Progress().Handshakes }).WithTimeout(500 * time.Millisecond).Should(Equal(h))
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	g.Expect(srv.descriptions).To(HaveLen(n))
+	for _, d := range srv.descriptions {
+		g.Expect(d.NonIdentifyingAttributes).To(HaveLen(loadgen.MaxAttributes))
+		padded := 0
+		for _, kv := range d.NonIdentifyingAttributes {
+			if strings.HasPrefix(kv.Key, "pad.") {
+				g.Expect(kv.Key).To(HaveLen(loadgen.MaxAttributeLen))
+				g.Expect(kv.GetValue().GetStringValue()).To(HaveLen(loadgen.MaxAttributeLen))
+				padded++
+			}
+		}
+		// host.name, k8s.pod.name and k8s.node.name are the others.
+		g.Expect(padded).To(Equal(loadgen.MaxAttributes - 3))
+	}
+}
+
+// TestRefusedAgentsReconnectAtOnce: without StopOnRefusal an agent does what opamp-go does when the server
+// closes its connection after an error: it reconnects at once, and is refused again.
+func TestRefusedAgentsReconnectAtOnce(t *testing.T) {
+	g := NewWithT(t)
+	const n = 2
+	srv := startRefuser(t)
+	f := startFleet(t, loadgen.Options{Servers: []string{srv.addr}, Tokens: []string{"t"}, Count: n, Prefix: "pod"})
+	g.Eventually(func() int64 { return f.Progress().Refusals }).WithTimeout(20 * time.Second).Should(BeNumerically(">", 10*n))
+	g.Expect(f.Progress().Refused).To(Equal(map[string]int{refusal: n}))
 }
 
 // TestServeProtocol: the process protocol: ready, then nothing until start, progress lines, stop.
@@ -172,8 +309,9 @@ func TestServeProtocol(t *testing.T) {
 // TestOptionsRefused: options that cannot run say why.
 func TestOptionsRefused(t *testing.T) {
 	g := NewWithT(t)
-	err := loadgen.Options{Count: 2, Tokens: []string{"a", "b", "c"}, Fail: loadgen.FailRule{Fraction: 2}}.Validate()
+	err := loadgen.Options{Count: 2, Tokens: []string{"a", "b", "c"}, Fail: loadgen.FailRule{Fraction: 2}, Probe: -time.Second}.Validate()
 	g.Expect(err).To(MatchError(ContainSubstring("no server address")))
 	g.Expect(err).To(MatchError(ContainSubstring("3 tokens for 2 agents")))
 	g.Expect(err).To(MatchError(ContainSubstring("fail fraction 2 is not between 0 and 1")))
+	g.Expect(err).To(MatchError(ContainSubstring("probe interval -1s is negative")))
 }

@@ -81,6 +81,12 @@ type Options struct {
 	OnConnectFailed func(error)
 	// OnConfig is called after the agent reported the outcome of a config it received.
 	OnConfig func(cfg *protobufs.AgentRemoteConfig, status protobufs.RemoteConfigStatuses)
+	// OnServerMessage is called for every message the server sends, answers to heartbeats and pings
+	// included, before the message is acted on: a benchmark times round trips with it.
+	OnServerMessage func()
+	// OnServerError is called for every ServerErrorResponse, as a refused agent gets before the server
+	// closes its connection.
+	OnServerError func(*protobufs.ServerErrorResponse)
 	// ReadOnly leaves out AcceptsRemoteConfig and ReportsRemoteConfig, as a plain collector with only the
 	// opamp extension does: it reports its health and effective config, and runs its own.
 	ReadOnly bool
@@ -110,6 +116,10 @@ type Agent struct {
 	offers    []*protobufs.TelemetryConnectionSettings
 	stopWaits sync.WaitGroup
 }
+
+// maxErrors bounds the ServerErrorResponses an agent keeps: a refused opamp-go client reconnects at once
+// and is refused again, many times a second.
+const maxErrors = 100
 
 // Bounds of the pause between failovers, so agents whose every server is down do not spin.
 const (
@@ -190,8 +200,13 @@ func (a *Agent) connect() error {
 		OnMessage: func(ctx context.Context, msg *clienttypes.MessageData) { a.onMessage(ctx, cl, msg) },
 		OnError: func(_ context.Context, err *protobufs.ServerErrorResponse) {
 			a.mu.Lock()
-			a.errs = append(a.errs, err)
+			if len(a.errs) < maxErrors {
+				a.errs = append(a.errs, err)
+			}
 			a.mu.Unlock()
+			if a.opts.OnServerError != nil {
+				a.opts.OnServerError(err)
+			}
 		},
 		OnCommand: func(_ context.Context, cmd *protobufs.ServerToAgentCommand) error {
 			a.mu.Lock()
@@ -325,7 +340,22 @@ func (a *Agent) SetHealth(healthy bool, lastError string) error {
 	return cl.SetHealth(h)
 }
 
+// Ping sends the agent's health again, unchanged: a status message the server answers and otherwise
+// ignores, as it does a heartbeat, but sent now, so that the round trip can be timed.
+func (a *Agent) Ping() error {
+	a.mu.Lock()
+	cl, h := a.client, a.health
+	a.mu.Unlock()
+	if cl == nil {
+		return errors.New("the agent is stopped or between servers")
+	}
+	return cl.SetHealth(h)
+}
+
 func (a *Agent) onMessage(_ context.Context, cl opampclient.OpAMPClient, msg *clienttypes.MessageData) {
+	if a.opts.OnServerMessage != nil {
+		a.opts.OnServerMessage()
+	}
 	if msg.OwnMetricsConnSettings != nil {
 		a.mu.Lock()
 		a.offers = append(a.offers, msg.OwnMetricsConnSettings)
@@ -391,7 +421,7 @@ func (a *Agent) Commands() []*protobufs.ServerToAgentCommand {
 	return append([]*protobufs.ServerToAgentCommand(nil), a.commands...)
 }
 
-// Errors is every ServerErrorResponse the agent got.
+// Errors is every ServerErrorResponse the agent got, the first 100 of them.
 func (a *Agent) Errors() []*protobufs.ServerErrorResponse {
 	a.mu.Lock()
 	defer a.mu.Unlock()
