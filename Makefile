@@ -158,5 +158,6 @@ test-browser: ## The web console in headless chromium (Debian's chromium; CONSOL
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test -tags browser -count=1 -v -timeout 10m ./test/browser/
 
 .PHONY: test-e2e
-test-e2e: ## End-to-end tests with the real upstream supervisor and collector.
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" LINKMESH_E2E_BIN="$(E2E_BIN)" go test -tags e2e -count=1 -v -timeout 20m ./test/e2e/
+test-e2e: ## End-to-end tests with the real upstream supervisor and collector (and two manager replicas for one).
+	go build -o bin/manager ./cmd/manager
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" LINKMESH_E2E_BIN="$(E2E_BIN)" LINKMESH_MANAGER="$(CURDIR)/bin/manager" go test -tags e2e -count=1 -v -timeout 20m ./test/e2e/

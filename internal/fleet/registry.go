@@ -335,6 +335,10 @@ func (r *Registry) Observe(uid string, m credential.Membership, rep Report, link
 	}
 	a.lastSeen = now
 
+	// arriving: this replica does not know yet who the agent is. Its arrival Event waits for the message
+	// that says it: a supervisor whose connection broke reconnects with the same opamp-go client, whose
+	// first message is empty, and sends its full state only when asked (ReportFullState).
+	arriving := !a.described
 	reply := Reply{}
 	if rep.Description != nil {
 		changed = changed || !a.described || !sameDescription(a.description, *rep.Description)
@@ -357,7 +361,7 @@ func (r *Registry) Observe(uid string, m credential.Membership, rep Report, link
 		}
 		changed = changed || was != a.acceptsRemoteConfig
 	}
-	if isNew {
+	if arriving && a.described {
 		// After the description and capabilities, so the Event names the host or pod and says what it is.
 		r.registeredLocked(g, a, rep)
 	}
@@ -375,7 +379,7 @@ func (r *Registry) Observe(uid string, m credential.Membership, rep Report, link
 	}
 	if c := rep.RemoteConfig; c != nil && (!a.hasConfig || a.config != *c) {
 		switch {
-		case isNew:
+		case arriving:
 			// What a collector new to this replica runs is no transition seen here: its Reconnected or
 			// Registered Event says it arrived, status says what it runs.
 		case c.Status == v1alpha1.ConfigStatusApplied && (a.config.Status != c.Status || a.config.Hash != c.Hash):
@@ -419,6 +423,9 @@ func (r *Registry) registeredLocked(g *group, a *agent, rep Report) {
 	switch {
 	case rep.RemoteConfig != nil && rep.RemoteConfig.Hash != "" && rep.RemoteConfig.Hash != emptyRevision.Hash:
 		g.events.add(v1alpha1.EventReconnected, corev1.EventTypeNormal, "", "", a)
+		// Where it ran that config it was offered own metrics too, if its ManagedCollector offers them; the
+		// supervisor keeps the offer, and this replica's repeating it on the new connection is no news.
+		a.ownMetricsOffered = g.desired != nil && g.desired.OwnMetrics
 	case a.described && !a.acceptsRemoteConfig:
 		g.events.add(v1alpha1.EventRegistered, corev1.EventTypeNormal, readOnlyDetail, "", a)
 	default:

@@ -249,6 +249,46 @@ func TestReconnectedIsNotRegistered(t *testing.T) {
 	}
 }
 
+// TestReconnectedAfterAnEmptyFirstMessage: the real supervisor reconnects with the same opamp-go client,
+// whose first message on the new connection is empty; its full state comes when asked. The replica it
+// lands on records one Reconnected, naming it, and neither Registered nor the ConfigApplied and
+// OwnMetricsOffered of a collector seen for the first time; a new collector arriving the same way is
+// Registered once.
+func TestReconnectedAfterAnEmptyFirstMessage(t *testing.T) {
+	g := NewWithT(t)
+	r, _ := newTestRegistry(t)
+	const capBit = 0x20
+	d := desired("a: 1\n")
+	d.OwnMetrics = true
+	r.SetDesired(group1, d)
+	m := credential.Membership{Collector: group1, Source: credential.SourcePod}
+	arrive := func(id int, rep Report) (Reply, Reply, OwnMetricsAction) {
+		link := &fakeLink{}
+		first := r.Observe(uid(id), m, Report{SequenceNum: 41}, link)
+		g.Expect(r.OfferOwnMetrics(uid(id), link, capBit)).To(Equal(OwnMetricsNone), "nothing is offered to an agent not described")
+		rep.SequenceNum = 42
+		rep.Capabilities = 1 | capBit
+		return first, r.Observe(uid(id), m, rep, link), r.OfferOwnMetrics(uid(id), link, capBit)
+	}
+
+	moved := full("pod-a")
+	moved.RemoteConfig = &RemoteConfigReport{Hash: d.Hash, Status: v1alpha1.ConfigStatusApplied}
+	first, second, offer := arrive(1, moved)
+	g.Expect(first.ReportFullState).To(BeTrue())
+	g.Expect(second.Config).To(BeNil(), "it runs the config already")
+	g.Expect(offer).To(Equal(OwnMetricsOffer), "the offer is made on the new connection")
+	evs := r.DrainEvents(group1)
+	g.Expect(reasons(evs)).To(Equal([]string{v1alpha1.EventReconnected}))
+	g.Expect(evs[0].Message).To(HavePrefix("Collector pod-a (instance " + uid(1) + ")"))
+
+	_, second, offer = arrive(2, full("brand-new"))
+	g.Expect(second.Config).NotTo(BeNil())
+	g.Expect(offer).To(Equal(OwnMetricsOffer))
+	evs = r.DrainEvents(group1)
+	g.Expect(reasons(evs)).To(Equal([]string{v1alpha1.EventRegistered, v1alpha1.EventOwnMetricsOffered}))
+	g.Expect(evs[0].Message).To(HavePrefix("Collector brand-new (instance " + uid(2) + ")"))
+}
+
 // TestEffectiveConfigIsParsedOnceAndBounded: the structure of an effective config is parsed when its hash
 // is new, outside the lock, and not at all beyond MaxEffectiveConfig.
 func TestEffectiveConfigIsParsedOnceAndBounded(t *testing.T) {

@@ -6,6 +6,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,9 +14,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/linkmesh/linkmesh-operator/internal/manifests"
 	"github.com/linkmesh/linkmesh-operator/internal/operator"
+	"github.com/linkmesh/linkmesh-operator/test/framework/manager"
+	"github.com/linkmesh/linkmesh-operator/test/framework/process"
 	"github.com/linkmesh/linkmesh-operator/test/framework/testenv"
 	"github.com/linkmesh/linkmesh-operator/test/infrastructure/localagent"
 )
@@ -32,6 +36,13 @@ var (
 
 	// mirrorDir is the operator's --mirror-dir, staged with the e2e binaries by hack/stage-mirror.sh.
 	mirrorDir string
+
+	// The manager binary of the tests that run replicas of it, found or built once (managerBinary).
+	managerOnce sync.Once
+	managerBin  string
+	managerErr  error
+	// buildDir holds the binary when this suite built it; removed at the end.
+	buildDir string
 )
 
 func TestMain(m *testing.M) {
@@ -65,10 +76,16 @@ func TestMain(m *testing.M) {
 			return nil, err
 		}
 		return func() {
+			// The replicas die with this process (their parent-death signal) and are stopped by their
+			// tests; this is for a test that could not.
+			process.KillAll()
 			opMu.Lock()
 			defer opMu.Unlock()
 			stopOp()
 			_ = os.RemoveAll(mirrorDir)
+			if buildDir != "" {
+				_ = os.RemoveAll(buildDir)
+			}
 		}, nil
 	}))
 }
@@ -83,6 +100,45 @@ func startOperator(addr string) error {
 	}
 	op, stopOp, bindAddr = o, stop, o.ListenerAddr().String()
 	return nil
+}
+
+// pauseOperator stops the suite's operator until the test ends, for a test that runs operators of its own
+// against the same API server: two operators without leader election would fight over every object. The
+// operator comes back on its address when the test ends, for the tests after it.
+func pauseOperator(t *testing.T) {
+	opMu.Lock()
+	stopOp()
+	// Until it runs again, stopping it is nothing to do: the suite's teardown must not wait on this one.
+	stopOp = func() {}
+	addr := bindAddr
+	opMu.Unlock()
+	t.Cleanup(func() {
+		if err := startOperator(addr); err != nil {
+			t.Errorf("restarting the suite's operator on %s: %v", addr, err)
+		}
+	})
+}
+
+// managerBinary is the manager binary for the tests that run it as a process of its own:
+// LINKMESH_MANAGER (`make test-e2e` builds bin/manager), or this tree's, built on first use.
+func managerBinary(t *testing.T) string {
+	t.Helper()
+	managerOnce.Do(func() {
+		if managerBin = os.Getenv("LINKMESH_MANAGER"); managerBin != "" {
+			return
+		}
+		if buildDir, managerErr = os.MkdirTemp("", "linkmesh-e2e-manager-"); managerErr != nil {
+			return
+		}
+		managerBin = filepath.Join(buildDir, "manager")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		managerErr = manager.Build(ctx, testenv.RepoRoot(), managerBin)
+	})
+	if managerErr != nil {
+		t.Fatal(managerErr)
+	}
+	return managerBin
 }
 
 // restartOperator stops the operator and starts a new one on the same address.
