@@ -155,7 +155,9 @@ func Decide(in Input) Decision {
 	}
 	bake := BakeTime(in.Spec)
 	if st.BakeStartedAt == nil {
-		t := metav1.NewTime(in.Now)
+		// The API keeps whole seconds: a start stored as it is would read back up to a second earlier and
+		// end the bake that much early. Rounded up, it reads back the same, and the bake is never short.
+		t := metav1.NewTime(wholeSecondUp(in.Now))
 		st.BakeStartedAt = &t
 	}
 	if left := st.BakeStartedAt.Add(bake).Sub(in.Now); left > 0 {
@@ -337,4 +339,12 @@ func short(hash string) string {
 		return hash[:12]
 	}
 	return hash
+}
+
+// wholeSecondUp is t rounded up to a whole second.
+func wholeSecondUp(t time.Time) time.Time {
+	if r := t.Truncate(time.Second); !r.Equal(t) {
+		return r.Add(time.Second)
+	}
+	return t
 }

@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"encoding/json"
 	"math"
 	"testing"
 	"time"
@@ -153,6 +154,31 @@ func TestFailureRollsBackOrHalts(t *testing.T) {
 	g.Expect(reasons(d.Events)).To(Equal([]string{v1alpha1.EventRolloutHalted}))
 	g.Expect(d.Status.Phase).To(Equal(v1alpha1.RolloutHalted))
 	g.Expect(d.Threshold).To(Equal(parseThreshold(d.Status.Threshold)), "those that have it keep it")
+}
+
+// TestBakeIsNeverShortAfterTheAPIRoundTrip: the API keeps whole seconds of bakeStartedAt, and a status
+// read back must not end the bake early.
+func TestBakeIsNeverShortAfterTheAPIRoundTrip(t *testing.T) {
+	g := NewWithT(t)
+	spec := progressive(nil)
+	obs := v1alpha1.ShareRollout{Revision: "r2", Candidates: 10, Offered: 1, Updated: 1, LowestRanks: []string{"0000000000000010"}}
+	d := Decide(Input{Spec: spec, Revision: "r2", Stable: "r1", Observed: obs, Now: t0})
+	applied := t0.Add(2300 * time.Millisecond)
+	d = Decide(Input{Spec: spec, Revision: "r2", Stable: "r1", Previous: d.Status, History: d.History, Observed: obs, Now: applied})
+	g.Expect(d.Status.BakeStartedAt).NotTo(BeNil())
+	g.Expect(d.RequeueAfter).To(BeNumerically(">=", 10*time.Second))
+
+	// What the API server returns: RFC 3339 with whole seconds.
+	raw, err := json.Marshal(d.Status)
+	g.Expect(err).NotTo(HaveOccurred())
+	var stored v1alpha1.RolloutStatus
+	g.Expect(json.Unmarshal(raw, &stored)).To(Succeed())
+	almost := applied.Add(10*time.Second - time.Millisecond)
+	d = Decide(Input{Spec: spec, Revision: "r2", Stable: "r1", Previous: &stored, History: d.History, Observed: obs, Now: almost})
+	g.Expect(d.Status.Step).To(BeZero(), "the bake has not lasted 10 s yet")
+	g.Expect(d.RequeueAfter).To(BeNumerically(">", 0))
+	d = Decide(Input{Spec: spec, Revision: "r2", Stable: "r1", Previous: &stored, History: d.History, Observed: obs, Now: almost.Add(d.RequeueAfter)})
+	g.Expect(d.Status.Step).To(Equal(int32(1)), "baked once the requeue is due")
 }
 
 // TestPauseAndResume: paused holds the step, resuming starts the bake over.
