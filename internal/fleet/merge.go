@@ -16,12 +16,19 @@ import (
 // accepted config yet) adds its connected and healthy collectors but nothing to the config counts: as far
 // as anyone knows they do not run countHash yet. An instance UID listed by two replicas (it moved) is
 // listed once: as the replica it is connected to lists it, else as the one that saw it last.
+//
+// An instance that two replicas list as connected (a replica was killed, and until its Lease expires its
+// share still counts the collectors that moved) is counted once too: the entry that loses takes its
+// collector out of its replica's counts. A replica lists at most 50 collectors, so this is exact while
+// each holds no more than that of the ManagedCollector; beyond, a moved collector that is not listed
+// counts twice until the dead replica's share is dropped.
 func Merge(countHash string, local Snapshot, shares []v1alpha1.CollectorShare) Snapshot {
 	if len(shares) == 0 {
 		return local
 	}
 	out := Snapshot{Counts: local.Counts}
 	agents := slices.Clone(local.Agents)
+	sources := []source{{agents: local.Agents, countsConfig: true}}
 	throughputs := []*v1alpha1.ThroughputStatus{local.Throughput}
 	rollouts := []*v1alpha1.ShareRollout{local.Rollout}
 	for i := range shares {
@@ -30,20 +37,88 @@ func Merge(countHash string, local Snapshot, shares []v1alpha1.CollectorShare) S
 		if s.CountedHash != countHash {
 			c.ConfigApplied, c.ConfigFailed, c.ConfigDrifted = 0, 0, 0
 		}
-		out.Counts.Connected += c.Connected
-		out.Counts.ReadOnly += c.ReadOnly
-		out.Counts.Healthy += c.Healthy
-		out.Counts.ConfigApplied += c.ConfigApplied
-		out.Counts.ConfigFailed += c.ConfigFailed
-		out.Counts.ConfigDrifted += c.ConfigDrifted
+		add(&out.Counts, c, 1)
 		agents = append(agents, s.Agents...)
+		sources = append(sources, source{agents: s.Agents, countsConfig: s.CountedHash == countHash})
 		throughputs = append(throughputs, s.Throughput)
 		rollouts = append(rollouts, s.Rollout)
+	}
+	for _, c := range duplicates(countHash, sources) {
+		add(&out.Counts, c, -1)
 	}
 	out.Agents = mergeAgents(agents, v1alpha1.MaxAgentsInStatus)
 	out.Throughput = mergeThroughput(throughputs)
 	out.Rollout = mergeRollout(countHash, rollouts)
 	return out
+}
+
+// source is one replica's listed collectors; countsConfig says whether its counts of config outcomes are
+// against the merge's hash.
+type source struct {
+	agents       []v1alpha1.AgentStatus
+	countsConfig bool
+}
+
+// add adds sign times c to total, never below zero.
+func add(total *v1alpha1.AgentCounts, c v1alpha1.AgentCounts, sign int32) {
+	sum := func(a, b int32) int32 { return max(a+sign*b, 0) }
+	total.Connected = sum(total.Connected, c.Connected)
+	total.ReadOnly = sum(total.ReadOnly, c.ReadOnly)
+	total.Healthy = sum(total.Healthy, c.Healthy)
+	total.ConfigApplied = sum(total.ConfigApplied, c.ConfigApplied)
+	total.ConfigFailed = sum(total.ConfigFailed, c.ConfigFailed)
+	total.ConfigDrifted = sum(total.ConfigDrifted, c.ConfigDrifted)
+}
+
+// duplicates are the counts of the connected entries of instances that another source describes better:
+// what their replicas counted once too many.
+func duplicates(countHash string, sources []source) []v1alpha1.AgentCounts {
+	type entry struct {
+		a            *v1alpha1.AgentStatus
+		countsConfig bool
+	}
+	best := map[string]entry{}
+	var out []v1alpha1.AgentCounts
+	for _, s := range sources {
+		for i := range s.agents {
+			a := &s.agents[i]
+			if !a.Connected {
+				continue
+			}
+			e := entry{a, s.countsConfig}
+			was, ok := best[a.InstanceUID]
+			switch {
+			case !ok:
+				best[a.InstanceUID] = e
+				continue
+			case better(a, was.a):
+				best[a.InstanceUID] = e
+				e = was
+			}
+			out = append(out, countOf(countHash, e.a, e.countsConfig))
+		}
+	}
+	return out
+}
+
+// countOf is what one listed connected collector adds to its replica's counts, as count counts it.
+func countOf(countHash string, a *v1alpha1.AgentStatus, countsConfig bool) v1alpha1.AgentCounts {
+	c := v1alpha1.AgentCounts{Connected: 1}
+	if a.Healthy {
+		c.Healthy = 1
+	}
+	switch {
+	case a.ConfigStatus == v1alpha1.ConfigStatusReadOnly:
+		c.ReadOnly = 1
+	case !countsConfig || countHash == "" || a.ConfigHash != countHash:
+	case a.ConfigStatus == v1alpha1.ConfigStatusDrifted:
+		c.ConfigDrifted = 1
+	case a.ConfigStatus == v1alpha1.ConfigStatusApplied:
+		c.ConfigApplied = 1
+	case a.ConfigStatus == v1alpha1.ConfigStatusFailed:
+		c.ConfigFailed = 1
+	}
+	return c
 }
 
 func troubledStatus(a *v1alpha1.AgentStatus) bool {

@@ -14,7 +14,8 @@ import (
 
 func agentAt(uid string, at time.Time, healthy bool) v1alpha1.AgentStatus {
 	t := metav1.NewTime(at)
-	return v1alpha1.AgentStatus{InstanceUID: uid, Connected: true, Healthy: healthy, LastSeen: &t, ConfigStatus: v1alpha1.ConfigStatusApplied}
+	return v1alpha1.AgentStatus{InstanceUID: uid, Connected: true, Healthy: healthy, LastSeen: &t,
+		ConfigHash: "h", ConfigStatus: v1alpha1.ConfigStatusApplied}
 }
 
 func q(s string) *resource.Quantity {
@@ -46,7 +47,8 @@ func TestMergeIsTheUnionOfTheReplicas(t *testing.T) {
 			Rollout: &v1alpha1.ShareRollout{Revision: "old", Candidates: 5, Offered: 5, Updated: 5, LowestRanks: []string{"0000000000000001"}}},
 	}
 	m := Merge("h", local, shares)
-	g.Expect(m.Counts).To(Equal(v1alpha1.AgentCounts{Connected: 68, Healthy: 67, ConfigApplied: 63, ReadOnly: 1}))
+	// "moved" is counted by both: once, as the share saw it last.
+	g.Expect(m.Counts).To(Equal(v1alpha1.AgentCounts{Connected: 67, Healthy: 66, ConfigApplied: 62, ReadOnly: 1}))
 	g.Expect(m.Agents).To(HaveLen(v1alpha1.MaxAgentsInStatus))
 	g.Expect(m.Agents[0].InstanceUID).To(Equal("moved"), "troubled first, and listed once, as seen last")
 	g.Expect(m.Agents[0].Healthy).To(BeFalse())
@@ -87,4 +89,35 @@ func TestMergeListsAMovedCollectorWhereItIsConnected(t *testing.T) {
 	stale, fresh := agentAt("moved", t0, true), agentAt("moved", t0.Add(time.Second), true)
 	m := Merge("h", Snapshot{Agents: []v1alpha1.AgentStatus{fresh}}, []v1alpha1.CollectorShare{{CountedHash: "h", Agents: []v1alpha1.AgentStatus{stale}}})
 	g.Expect(m.Agents).To(Equal([]v1alpha1.AgentStatus{fresh}))
+}
+
+// TestMergeCountsAMovedCollectorOnce: a replica was killed and its share still counts the collectors that
+// moved to the leader; each is counted once, with what the replica it is connected to says of it.
+func TestMergeCountsAMovedCollectorOnce(t *testing.T) {
+	g := NewWithT(t)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	failed := agentAt("failing", t0, true)
+	failed.ConfigStatus = v1alpha1.ConfigStatusFailed
+	readOnly := agentAt("plain", t0, true)
+	readOnly.ConfigStatus, readOnly.ConfigHash = v1alpha1.ConfigStatusReadOnly, "own"
+	dead := v1alpha1.CollectorShare{CountedHash: "h",
+		Counts: v1alpha1.AgentCounts{Connected: 4, Healthy: 4, ConfigApplied: 2, ConfigFailed: 1, ReadOnly: 1},
+		Agents: []v1alpha1.AgentStatus{agentAt("stays", t0, true), agentAt("moved", t0, true), failed, readOnly}}
+	// On the leader now: moved (unhealthy since), failing and plain, seen later.
+	movedNow := agentAt("moved", t0.Add(2*time.Second), false)
+	failedNow := failed
+	failedNow.LastSeen = &metav1.Time{Time: t0.Add(2 * time.Second)}
+	readOnlyNow := readOnly
+	readOnlyNow.LastSeen = &metav1.Time{Time: t0.Add(2 * time.Second)}
+	local := Snapshot{Counts: v1alpha1.AgentCounts{Connected: 4, Healthy: 3, ConfigApplied: 2, ConfigFailed: 1, ReadOnly: 1},
+		Agents: []v1alpha1.AgentStatus{agentAt("leader's", t0, true), movedNow, failedNow, readOnlyNow}}
+	m := Merge("h", local, []v1alpha1.CollectorShare{dead})
+	g.Expect(m.Counts).To(Equal(v1alpha1.AgentCounts{Connected: 5, Healthy: 4, ConfigApplied: 3, ConfigFailed: 1, ReadOnly: 1}),
+		"stays and leader's once each; moved, failing and plain once, as the leader sees them")
+	g.Expect(m.Agents).To(HaveLen(5))
+
+	// A share counted against an older hash added no config counts, and takes none away.
+	dead.CountedHash = "old"
+	m = Merge("h", local, []v1alpha1.CollectorShare{dead})
+	g.Expect(m.Counts).To(Equal(v1alpha1.AgentCounts{Connected: 5, Healthy: 4, ConfigApplied: 2, ConfigFailed: 1, ReadOnly: 1}))
 }

@@ -72,6 +72,7 @@ func TestTwoReplicas(t *testing.T) {
 	waitShows(t, ns, name, agents, hash(configB))
 	measure(t, "2 replicas, kill -9 of the non-leader: status right again (from the kill)", time.Since(kill))
 	t.Logf("MEASURE 2 replicas, kill -9 of the non-leader: status showed up to %d connected of %d meanwhile", most(), n)
+	g.Expect(most()).To(Equal(int32(n)), "no collector counted twice while it moved: each replica lists all of its %d", n/2)
 	g.Eventually(func(g Gomega) { g.Expect(shares(g, ns)).To(BeEmpty()) }, timeout, interval).Should(Succeed(), "the dead replica's share is collected")
 	g.Consistently(func(g Gomega) { expectShows(g, getMC(g, ns, name), agents, hash(configB)) }, 3*time.Second, 250*time.Millisecond).Should(Succeed())
 
