@@ -655,6 +655,15 @@ func (r *Registry) SetDesired(collector types.NamespacedName, desired Desired) {
 	}
 }
 
+// Full tells whether the ManagedCollector holds as many agents on this replica as it may: a new one would be
+// refused.
+func (r *Registry) Full(collector types.NamespacedName) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g := r.groups[collector]
+	return g != nil && len(g.members) >= g.maxAgents()
+}
+
 // DesiredHash is the hash of the group's accepted config, as this replica knows it; empty without one.
 func (r *Registry) DesiredHash(collector types.NamespacedName) string {
 	r.mu.Lock()

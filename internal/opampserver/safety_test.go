@@ -2,9 +2,14 @@ package opampserver_test
 
 import (
 	"bytes"
+	"io"
+	"net/http"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
 	. "github.com/onsi/gomega"
 	"github.com/open-telemetry/opamp-go/protobufs"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,7 +18,9 @@ import (
 )
 
 // TestOneCredentialCannotFillTheOperator: connections with distinct instance UIDs and one group's token
-// are refused past the group's cap, with an error that says why; another group's collector is unaffected.
+// are refused past the group's cap, with an error that says why; the credential's next upgrades from that
+// address are refused before any WebSocket, with a Retry-After, while the group is full; another group's
+// collector is unaffected.
 func TestOneCredentialCannotFillTheOperator(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
@@ -28,27 +35,64 @@ func TestOneCredentialCannotFillTheOperator(t *testing.T) {
 	_, err := wsRead(other)
 	g.Expect(err).NotTo(HaveOccurred())
 
-	refused := 0
-	for i := range 20 {
+	var members []*websocket.Conn
+	var memberUIDs []uuid.UUID
+	for range 5 {
 		conn := dial(t, token)
-		g.Expect(wsSend(conn, fullState(uuid.Must(uuid.NewV7()), "flood"))).To(Succeed())
+		uid := uuid.Must(uuid.NewV7())
+		g.Expect(wsSend(conn, fullState(uid, "flood"))).To(Succeed())
 		resp, err := wsRead(conn)
 		g.Expect(err).NotTo(HaveOccurred())
-		if e := resp.GetErrorResponse(); e != nil {
-			refused++
-			g.Expect(i).To(BeNumerically(">=", 5), "the first five fit")
-			g.Expect(e.GetErrorMessage()).To(ContainSubstring("already holds as many collectors as it may (spec.maxCollectors)"))
-			_, err := wsRead(conn)
-			g.Expect(err).To(HaveOccurred(), "a refused connection is closed")
-		}
+		g.Expect(resp.GetErrorResponse()).To(BeNil(), "the first five fit")
+		members, memberUIDs = append(members, conn), append(memberUIDs, uid)
 	}
-	g.Expect(refused).To(Equal(15))
+	// The sixth is refused at its first message, where its instance UID is known.
+	conn := dial(t, token)
+	g.Expect(wsSend(conn, fullState(uuid.Must(uuid.NewV7()), "flood"))).To(Succeed())
+	resp, err := wsRead(conn)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(resp.GetErrorResponse().GetErrorMessage()).To(ContainSubstring("already holds as many collectors as it may (spec.maxCollectors)"))
+	_, err = wsRead(conn)
+	g.Expect(err).To(HaveOccurred(), "a refused connection is closed")
+
+	// The supervisor's client would come straight back: it is refused at the upgrade now, with a Retry-After
+	// it honours, and costs no WebSocket.
+	for range 20 {
+		c, hs, err := websocket.DefaultDialer.Dial("ws://"+addr+"/v1/opamp", header("Bearer "+token))
+		g.Expect(err).To(HaveOccurred())
+		g.Expect(c).To(BeNil())
+		g.Expect(hs.StatusCode).To(Equal(http.StatusServiceUnavailable))
+		retry, err := strconv.Atoi(hs.Header.Get("Retry-After"))
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(retry).To(BeNumerically(">=", 5))
+		g.Expect(retry).To(BeNumerically("<=", 15))
+		body, _ := io.ReadAll(hs.Body)
+		g.Expect(string(body)).To(ContainSubstring("ManagedCollector " + key.String() + " already holds as many collectors as it may (spec.maxCollectors)"))
+	}
 	g.Expect(fl.Snapshot(key, d.Hash).Counts.Connected).To(Equal(int32(5)))
-	// The other group's collector is still served.
+	// The other group's collector is still served, and its credential still upgrades.
 	g.Expect(wsSend(other, &protobufs.AgentToServer{InstanceUid: otherUID[:], SequenceNum: 2})).To(Succeed())
-	resp, err := wsRead(other)
+	resp, err = wsRead(other)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(resp.GetErrorResponse()).To(BeNil())
+	g.Expect(dialStatus(t, "Bearer "+otherToken)).To(Equal(http.StatusSwitchingProtocols))
+
+	// After the window, a collector the group holds reconnects from that address.
+	saved := clk.Now()
+	clk.SetTime(saved.Add(10 * time.Second))
+	defer clk.SetTime(saved)
+	_ = members[0].Close()
+	back := dial(t, token)
+	g.Expect(wsSend(back, fullState(memberUIDs[0], "flood"))).To(Succeed())
+	resp, err = wsRead(back)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(resp.GetErrorResponse()).To(BeNil(), "a member of the group is no new collector")
+
+	// Room in the group: new collectors are admitted again.
+	d.MaxAgents = 10
+	fl.SetDesired(key, d)
+	g.Expect(dialStatus(t, "Bearer "+token)).To(Equal(http.StatusSwitchingProtocols))
+
 	g.Eventually(func(g Gomega) {
 		events := fl.DrainEvents(key)
 		reasons := []string{}

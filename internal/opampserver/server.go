@@ -84,6 +84,9 @@ type Server struct {
 	opampHandler opamp.HTTPHandlerFunc
 	connContext  opamp.ConnContext
 
+	// fullGroups remember the credentials refused for a full ManagedCollector, by address.
+	fullGroups fullGroupRefusals
+
 	// remoteConfigs are the RemoteConfigs built per revision hash, remoteConfigCount how many.
 	remoteConfigs     sync.Map
 	remoteConfigCount atomic.Int32
@@ -151,6 +154,11 @@ func (s *Server) Handler() http.Handler {
 			credential.Refuse(w, s.log, err, "an OpAMP connection")
 			return
 		}
+		if s.fullGroups.recent(fullGroupKey(p, r.RemoteAddr), s.clock.Now()) && s.fleet.Full(p.Collector) {
+			bounded.SkipBody(w, r)
+			refuseFull(w, p)
+			return
+		}
 		if r.Header.Get("Content-Type") == contentTypeProtobuf {
 			// opamp-go reads plain-HTTP bodies without a limit.
 			body, status := bounded.ReadBody(w, r, s.maxSize)
@@ -175,6 +183,7 @@ func (s *Server) onConnecting(r *http.Request) opamptypes.ConnectionResponse {
 	sess := &session{
 		server:    s,
 		principal: p,
+		fullKey:   fullGroupKey(p, r.RemoteAddr),
 		http:      r.Header.Get("Content-Type") == contentTypeProtobuf,
 		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),

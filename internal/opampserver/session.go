@@ -46,6 +46,8 @@ type session struct {
 	server    *Server
 	principal *credential.Principal
 	http      bool
+	// fullKey names the credential and address for the refusals of a full ManagedCollector.
+	fullKey string
 
 	mu     sync.Mutex
 	conn   opamptypes.Connection
@@ -148,6 +150,9 @@ func (c *session) onMessage(ctx context.Context, conn opamptypes.Connection, msg
 	reply := c.server.fleet.Observe(uid, c.principal.Membership, report(msg), link)
 	switch {
 	case reply.Refused != "":
+		if reply.Refused == fleet.RefusedGroupFull {
+			c.server.fullGroups.refused(c.fullKey, c.server.clock.Now())
+		}
 		c.server.log.Info("Refusing an OpAMP agent", "instanceUID", uid, "collector", c.principal.Collector.String(),
 			"credential", c.principal.Fingerprint, "reason", string(reply.Refused))
 		return c.reject(ctx, conn, msg, protobufs.ServerErrorResponseType_ServerErrorResponseType_Unavailable,
