@@ -98,8 +98,11 @@ func (l *eventLog) drain() []Event {
 
 func message(k eventKey, p *pendingEvent) string {
 	who := "Collector " + p.sample
+	// The verbs in the present tense, and "was", agree with one collector or several.
+	was, is, s, its := "was", "is", "s", "its"
 	if n := p.collectors(); n > 1 {
 		who = fmt.Sprintf("%d collectors, including %s,", n, p.sample)
+		was, is, s, its = "were", "are", "", "their"
 	}
 	var verb string
 	switch k.reason {
@@ -111,11 +114,11 @@ func message(k eventKey, p *pendingEvent) string {
 	case v1alpha1.EventReconnected:
 		verb = "reconnected, running a config from the operator"
 	case v1alpha1.EventReadOnlyMember:
-		verb = "no longer accepts remote config: it is a read-only member now and keeps running its own"
+		verb = "no longer accept" + s + " remote config: a read-only member now, keep" + s + " running its own"
 	case v1alpha1.EventTooManyCollectors:
-		verb = "was refused: its ManagedCollector already holds as many collectors as it may (spec.maxCollectors)"
+		verb = was + " refused: the ManagedCollector already holds as many collectors as it may (spec.maxCollectors)"
 	case v1alpha1.EventInstanceUIDTaken:
-		verb = "is bound to another ManagedCollector or EnrollmentToken; a collector presenting it with another credential was given a new instance UID"
+		verb = is + " bound to another ManagedCollector or EnrollmentToken; presented with another credential, a new instance UID was given instead"
 	case v1alpha1.EventConfigApplied:
 		verb = "applied config " + shortHash(k.hash)
 	case v1alpha1.EventConfigFailed:
@@ -123,11 +126,11 @@ func message(k eventKey, p *pendingEvent) string {
 	case v1alpha1.EventDisconnected:
 		verb = "disconnected"
 	case v1alpha1.EventOwnMetricsOffered:
-		verb = "was offered the own_metrics destination"
+		verb = was + " offered the own_metrics destination"
 	case v1alpha1.EventConfigDrift:
-		verb = fmt.Sprintf("reports config %s applied, but its %s; re-applying it", shortHash(k.hash), k.detail)
+		verb = fmt.Sprintf("report%s config %s applied, but %s %s; re-applying it", s, shortHash(k.hash), its, k.detail)
 	case v1alpha1.EventConfigHealed:
-		verb = "runs config " + shortHash(k.hash) + " again"
+		verb = "run" + s + " config " + shortHash(k.hash) + " again"
 	case v1alpha1.EventUnhealthy:
 		verb = "reported unhealthy"
 		if k.detail != "" {
