@@ -63,11 +63,12 @@ type floodResult struct {
 	rssBefore, rssPeak, rssHWM, rssEnd, rssAfter uint64
 	heapBefore, heapEnd, heapAfter               float64
 	// answered is from the start of the flood until each of its agents was accepted (sent a config) or
-	// refused, as the bench saw it; accepted and refused count them, refusedCap those refused with the
-	// spec.maxCollectors message, otherErrors the other messages.
-	answered                      time.Duration
-	accepted, refused, refusedCap int
-	otherErrors                   map[string]int
+	// refused, as the bench saw it; accepted and refused count them, refusedCap those refused last with the
+	// spec.maxCollectors message, refusedUpgrade those refused last at the upgrade (the 503 a credential
+	// whose group stays full gets), otherErrors the other messages.
+	answered                                      time.Duration
+	accepted, refused, refusedCap, refusedUpgrade int
+	otherErrors                                   map[string]int
 	// handshakes are the flood's WebSocket connections in the hold, refusals its error answers.
 	handshakes, refusals int64
 	// The other group: an edit before the flood and one during it, from the edit to the last APPLIED;
@@ -234,9 +235,12 @@ func runFlood(ctx context.Context, o *options) (*floodResult, error) {
 	res.otherErrors = map[string]int{}
 	for msg, k := range fp.Refused {
 		res.refused += k
-		if msg == string(fleet.RefusedGroupFull) {
+		switch msg {
+		case string(fleet.RefusedGroupFull):
 			res.refusedCap += k
-		} else {
+		case loadgen.RefusedAtUpgrade:
+			res.refusedUpgrade += k
+		default:
 			res.otherErrors[msg] += k
 		}
 	}
@@ -383,7 +387,7 @@ func probeText(p loadgen.Probes) string {
 }
 
 func (r *floodResult) print(w io.Writer) {
-	retry := "refused agents reconnect at once, as opamp-go does"
+	retry := "refused agents reconnect as opamp-go does"
 	if !r.opts.retry {
 		retry = "refused agents stop"
 	}
@@ -396,8 +400,8 @@ func (r *floodResult) print(w io.Writer) {
 	t.row("operator RSS: before; highest sampled in the flood (high-water mark); end of the flood; after", fmt.Sprintf("%s; %s (%s); %s; %s",
 		megabytes(r.rssBefore), megabytes(r.rssPeak), megabytes(r.rssHWM), megabytes(r.rssEnd), megabytes(r.rssAfter)))
 	t.row("operator heap in use: before; end of the flood; after", fmt.Sprintf("%s; %s; %s", mem(r.heapBefore), mem(r.heapEnd), mem(r.heapAfter)))
-	t.row(fmt.Sprintf("flood agents accepted; refused (with the spec.maxCollectors message), of %s", thousands(r.opts.n)),
-		fmt.Sprintf("%s; %s (%s)", thousands(r.accepted), thousands(r.refused), thousands(r.refusedCap)))
+	t.row(fmt.Sprintf("flood agents accepted; refused (last with the spec.maxCollectors message; at the upgrade, 503), of %s", thousands(r.opts.n)),
+		fmt.Sprintf("%s; %s (%s; %s)", thousands(r.accepted), thousands(r.refused), thousands(r.refusedCap), thousands(r.refusedUpgrade)))
 	if len(r.otherErrors) > 0 {
 		var parts []string
 		for msg, n := range r.otherErrors {
@@ -407,7 +411,7 @@ func (r *floodResult) print(w io.Writer) {
 		t.row("refused with other messages", strings.Join(parts, "; "))
 	}
 	t.row("from the start until each flood agent was accepted or refused", secs(r.answered))
-	t.row(fmt.Sprintf("flood handshakes; refusals in %s", r.opts.hold), fmt.Sprintf("%s; %s (%.0f a second)",
+	t.row(fmt.Sprintf("flood handshakes; refusals (ServerErrorResponses and refused upgrades) in %s", r.opts.hold), fmt.Sprintf("%s; %s (%.0f a second)",
 		thousands(int(r.handshakes)), thousands(int(r.refusals)), float64(r.refusals)/r.opts.hold.Seconds()))
 	t.row("other group: edit reaches all, before the flood; during it", fmt.Sprintf("%s; %s", secs(r.editBefore), secs(r.editDuring)))
 	t.row(fmt.Sprintf("other group: round trip of a status message, before the flood (%s)", floodBaseline), probeText(r.probeBefore))

@@ -36,7 +36,7 @@ func runLoad(args []string) error {
 	fs.BoolVar(&o.Fail.ByRank, "fail-by-rank", false, "pick the failing agents by their rollout rank (those a first step of -fail-fraction is offered to), not by index")
 	fs.BoolVar(&o.MaxDescription, "max-description", false, "pad each agent's description to the most the OpAMP server keeps of one")
 	fs.DurationVar(&o.Probe, "probe", 0, "time a status message's round trip from every agent this often; 0 sends none")
-	fs.BoolVar(&o.StopOnRefusal, "stop-on-refusal", false, "stop an agent at its first ServerErrorResponse instead of reconnecting at once as opamp-go does")
+	fs.BoolVar(&o.StopOnRefusal, "stop-on-refusal", false, "stop an agent at its first refusal (a ServerErrorResponse or an HTTP error at the upgrade) instead of reconnecting as opamp-go does")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -149,7 +149,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.flood.maxCollectors, "flood-max", 0, "spec.maxCollectors of the flooded ManagedCollector; 0 leaves the default")
 	fs.DurationVar(&o.flood.hold, "flood-hold", 20*time.Second, "how long the flood lasts from its start")
 	fs.DurationVar(&o.flood.after, "flood-after", 30*time.Second, "how long after the flood the operator's memory is measured again")
-	fs.BoolVar(&o.flood.retry, "flood-retry", true, "refused flood agents reconnect at once, as opamp-go does when the server closes the connection; false: they stop at their first refusal")
+	fs.BoolVar(&o.flood.retry, "flood-retry", true, "refused flood agents reconnect as opamp-go does (at once after a ServerErrorResponse, after Retry-After after a 503 at the upgrade); false: they stop at their first refusal")
 	fs.StringVar(&o.pprofDir, "pprof", "", "directory to save CPU and heap profiles of the operator during each ramp and fan-out")
 	fs.DurationVar(&o.pprofRamp, "pprof-ramp", 10*time.Second, "length of the CPU profile from the start of a ramp")
 	fs.DurationVar(&o.pprofFanOut, "pprof-fanout", 5*time.Second, "length of the CPU profile from a spec.config edit")

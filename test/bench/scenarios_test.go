@@ -64,7 +64,7 @@ func TestFloodTable(t *testing.T) {
 		opts:      floodOptions{n: 7000, others: 100, hold: 20 * time.Second, retry: true},
 		limit:     "unset: the default, 100 with no pods scheduled",
 		rssBefore: 60e6, rssPeak: 200e6, rssHWM: 210e6, rssEnd: 150e6, rssAfter: 120e6, heapBefore: 20e6, heapEnd: -1, heapAfter: 30e6,
-		accepted: 100, refused: 6900, refusedCap: 6899, otherErrors: map[string]int{"unauthorized": 1},
+		accepted: 100, refused: 6900, refusedCap: 99, refusedUpgrade: 6800, otherErrors: map[string]int{"unauthorized": 1},
 		handshakes: 60000, refusals: 59000, answered: 3 * time.Second,
 		editBefore: 100 * time.Millisecond, editDuring: 300 * time.Millisecond,
 		probeBefore: loadgen.Probes{Sent: 10, Answered: 10, Max: int64(time.Millisecond), Buckets: []int64{10}},
@@ -77,10 +77,10 @@ func TestFloodTable(t *testing.T) {
 	var b bytes.Buffer
 	res.print(&b)
 	for _, want := range []string{
-		"### Flood: 7,000 connections with one pod credential, distinct instance UIDs, the largest descriptions (refused agents reconnect at once, as opamp-go does); 100 other collectors",
+		"### Flood: 7,000 connections with one pod credential, distinct instance UIDs, the largest descriptions (refused agents reconnect as opamp-go does); 100 other collectors",
 		"| 60 MB; 200 MB (210 MB); 150 MB; 120 MB |",
 		"| operator heap in use: before; end of the flood; after | 20 MB; ?; 30 MB |",
-		"| flood agents accepted; refused (with the spec.maxCollectors message), of 7,000 | 100; 6,900 (6,899) |",
+		"| flood agents accepted; refused (last with the spec.maxCollectors message; at the upgrade, 503), of 7,000 | 100; 6,900 (99; 6,800) |",
 		`| refused with other messages | 1 × "unauthorized" |`,
 		"| 60,000; 59,000 (2950 a second) |",
 		"| other group: round trip of a status message, during the flood | 19 of 20 answered; ≤ 100 ms median, ≤ 400 ms p99, 400 ms longest; oldest unanswered 600 ms |",

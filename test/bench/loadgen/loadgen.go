@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
 	"github.com/open-telemetry/opamp-go/protobufs"
 
 	"github.com/linkmesh/linkmesh-operator/internal/fleet"
@@ -64,11 +65,17 @@ type Options struct {
 	// Probe, when set, makes every connected agent send a status message the server must answer (see
 	// simagent.Agent.Ping) this often, and times the answers: Progress.Probes.
 	Probe time.Duration
-	// StopOnRefusal stops an agent at its first ServerErrorResponse, so that each instance UID asks once
-	// (or twice: opamp-go may reconnect before the stop takes effect); otherwise it does what opamp-go does
-	// when the server closes the connection: reconnect at once.
+	// StopOnRefusal stops an agent at its first refusal (a ServerErrorResponse, or RefusedAtUpgrade), so
+	// that each instance UID asks once (or twice: opamp-go may reconnect before the stop takes effect);
+	// otherwise it does what opamp-go does: reconnect at once after a ServerErrorResponse, and after an
+	// HTTP error at the upgrade when its Retry-After says.
 	StopOnRefusal bool
 }
+
+// RefusedAtUpgrade is the refusal an agent is counted with (Progress.Refused) when the server answered its
+// WebSocket upgrade with an HTTP error status (401, or 503 with Retry-After) rather than a
+// ServerErrorResponse: opamp-go hands its callback gorilla's websocket.ErrBadHandshake, without the status.
+const RefusedAtUpgrade = "refused at the WebSocket upgrade with an HTTP error status"
 
 // The bounds internal/opampserver keeps of an agent description (maxAttributes, maxAttributeLen): beyond
 // them it drops attributes and truncates keys and values, so a larger description costs it no more.
@@ -165,10 +172,12 @@ type member struct {
 	uid   string
 	// agent is set once simagent.New returns; the agent's callbacks may run before.
 	agent atomic.Pointer[simagent.Agent]
-	// refusal is the last ServerErrorResponse's message; pingSent when the unanswered ping went out
+	// refusal is the last ServerErrorResponse's message, or RefusedAtUpgrade; pingSent when the unanswered ping went out
 	// (Unix nanoseconds), zero for none.
 	refusal  atomic.Pointer[string]
 	pingSent atomic.Int64
+	// failedAt is when the last failed connection attempt was reported (Unix nanoseconds).
+	failedAt atomic.Int64
 
 	connected   atomic.Bool
 	connectedAt atomic.Int64
@@ -206,6 +215,16 @@ func Start(o Options) (*Fleet, error) {
 			token = o.Tokens[k]
 		}
 		name := fmt.Sprintf("%s-%05d", o.Prefix, i)
+		refused := func(msg string) {
+			m.refusal.Store(&msg)
+			f.refusals.Add(1)
+			if o.StopOnRefusal {
+				if a := m.agent.Load(); a != nil {
+					// Not from opamp-go's callback, which Stop waits for.
+					go a.Stop()
+				}
+			}
+		}
 		opts := simagent.Options{
 			UID:            uid,
 			Host:           name,
@@ -221,22 +240,24 @@ func Start(o Options) (*Fleet, error) {
 				m.reconnected.Store(true)
 				f.handshakes.Add(1)
 			},
-			OnConnectFailed: func(error) {
+			OnConnectFailed: func(err error) {
 				m.connected.Store(false)
+				// opamp-go v0.23 reports a failed dial twice (wsclient.tryConnectOnce calls the callback, and
+				// so does its deferred function); its retries are at least 250 ms apart, so a second call
+				// within 100 ms is the same attempt.
+				now := time.Now().UnixNano()
+				if now-m.failedAt.Swap(now) < int64(100*time.Millisecond) {
+					return
+				}
 				f.failures.Add(1)
+				if errors.Is(err, websocket.ErrBadHandshake) {
+					refused(RefusedAtUpgrade)
+				}
 			},
 			OnConfig:        m.onConfig,
 			OnServerMessage: func() { f.answered(m) },
 			OnServerError: func(e *protobufs.ServerErrorResponse) {
-				msg := e.GetErrorMessage()
-				m.refusal.Store(&msg)
-				f.refusals.Add(1)
-				if o.StopOnRefusal {
-					if a := m.agent.Load(); a != nil {
-						// Not from opamp-go's callback, which Stop waits for.
-						go a.Stop()
-					}
-				}
+				refused(e.GetErrorMessage())
 			},
 		}
 		if o.Pods {
@@ -406,7 +427,8 @@ type Progress struct {
 	EverFailed map[string]int `json:"everFailed,omitempty"`
 	// Handshakes counts the connections made, reconnections included.
 	Handshakes int64 `json:"handshakes,omitempty"`
-	// Refusals counts the ServerErrorResponses; Refused the agents by the message of their last one.
+	// Refusals counts the ServerErrorResponses and the upgrades refused with an HTTP error; Refused the
+	// agents by the message of their last one (RefusedAtUpgrade for the latter).
 	Refusals int64          `json:"refusals,omitempty"`
 	Refused  map[string]int `json:"refused,omitempty"`
 	// Probes are the round trips of pings since the last Mark (Options.Probe).

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,6 +255,30 @@ func TestRefusedAgentsReconnectAtOnce(t *testing.T) {
 	f := startFleet(t, loadgen.Options{Servers: []string{srv.addr}, Tokens: []string{"t"}, Count: n, Prefix: "pod"})
 	g.Eventually(func() int64 { return f.Progress().Refusals }).WithTimeout(20 * time.Second).Should(BeNumerically(">", 10*n))
 	g.Expect(f.Progress().Refused).To(Equal(map[string]int{refusal: n}))
+}
+
+// TestUpgradeRefusalsAreCounted: an upgrade answered 503 with Retry-After, as the OpAMP server answers a
+// credential whose group stays full, counts the agent refused at the upgrade; without StopOnRefusal it
+// retries when Retry-After says, not at once.
+func TestUpgradeRefusalsAreCounted(t *testing.T) {
+	g := NewWithT(t)
+	var upgrades atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	g.Expect(err).NotTo(HaveOccurred())
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		upgrades.Add(1)
+		w.Header().Set("Retry-After", "2")
+		http.Error(w, "full", http.StatusServiceUnavailable)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	const n = 3
+	f := startFleet(t, loadgen.Options{Servers: []string{ln.Addr().String()}, Tokens: []string{"t"}, Count: n, Prefix: "pod"})
+	g.Eventually(func() map[string]int { return f.Progress().Refused }).WithTimeout(20 * time.Second).
+		Should(Equal(map[string]int{loadgen.RefusedAtUpgrade: n}))
+	// Each agent asked once, and is counted once; the next ask waits for Retry-After's 2 s.
+	g.Consistently(func() []int64 { p := f.Progress(); return []int64{upgrades.Load(), p.Refusals, p.ConnectFailures} }).
+		WithTimeout(time.Second).Should(Equal([]int64{n, n, n}))
 }
 
 // TestServeProtocol: the process protocol: ready, then nothing until start, progress lines, stop.
