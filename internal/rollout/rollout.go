@@ -166,8 +166,8 @@ func Decide(in Input) Decision {
 	}
 	// Baked: the next step.
 	d.Events = append(d.Events, Event{corev1.EventTypeNormal, v1alpha1.EventRolloutStepCompleted,
-		fmt.Sprintf("Rollout of config %s: step %d of %d completed (%d collectors run it), starting step %d",
-			short(in.Revision), st.Step+1, len(steps), obs.Updated, st.Step+2)})
+		fmt.Sprintf("Rollout of config %s: step %d of %d completed (%s it), starting step %d",
+			short(in.Revision), st.Step+1, len(steps), collectorsRun(obs.Updated), st.Step+2)})
 	st.Step++
 	enterStep(in, &d, st, steps)
 	if int(st.Step) == len(steps)-1 && d.Threshold == math.MaxUint64 && obs.Candidates > 0 && obs.Updated >= obs.Candidates {
@@ -200,8 +200,8 @@ func start(in Input, d Decision) Decision {
 	d.History = setOutcome(d.History, in.Revision, v1alpha1.OutcomeProgressing)
 	enterStep(in, &d, st, steps)
 	d.Events = append(d.Events, Event{corev1.EventTypeNormal, v1alpha1.EventRolloutStarted,
-		fmt.Sprintf("Rollout of config %s started: step 1 of %d offers it to %d collectors; the others keep %s",
-			short(in.Revision), len(steps), st.Target, short(in.Stable))})
+		fmt.Sprintf("Rollout of config %s started: step 1 of %d offers it to %s; the others keep %s",
+			short(in.Revision), len(steps), collectors(st.Target), short(in.Stable))})
 	return d
 }
 
@@ -243,8 +243,8 @@ func fail(in Input, d Decision, st *v1alpha1.RolloutStatus, steps int) Decision 
 		st.BakeStartedAt = nil
 		d.History = setOutcome(d.History, in.Revision, v1alpha1.OutcomeHalted)
 		d.Events = append(d.Events, Event{corev1.EventTypeWarning, v1alpha1.EventRolloutHalted,
-			fmt.Sprintf("Rollout of config %s halted at step %d of %d: %d collectors failed it%s; no further collector gets it",
-				short(in.Revision), st.Step+1, steps, st.Failed, who)})
+			fmt.Sprintf("Rollout of config %s halted at step %d of %d: %s failed it%s; no further collector gets it",
+				short(in.Revision), st.Step+1, steps, collectors(st.Failed), who)})
 		return d
 	}
 	st.Phase = v1alpha1.RolloutRolledBack
@@ -253,8 +253,8 @@ func fail(in Input, d Decision, st *v1alpha1.RolloutStatus, steps int) Decision 
 	d.Threshold = 0
 	d.History = setOutcome(d.History, in.Revision, v1alpha1.OutcomeRolledBack)
 	d.Events = append(d.Events, Event{corev1.EventTypeWarning, v1alpha1.EventRolledBack,
-		fmt.Sprintf("Rollout of config %s failed at step %d of %d: %d collectors failed it%s; every collector runs %s again. Fix or revert spec.config",
-			short(in.Revision), st.Step+1, steps, st.Failed, who, short(st.StableRevision))})
+		fmt.Sprintf("Rollout of config %s failed at step %d of %d: %s failed it%s; every collector runs %s again. Fix or revert spec.config",
+			short(in.Revision), st.Step+1, steps, collectors(st.Failed), who, short(st.StableRevision))})
 	return d
 }
 
@@ -270,7 +270,7 @@ func complete(in Input, d Decision, st *v1alpha1.RolloutStatus, steps int) Decis
 	d.Threshold = math.MaxUint64
 	d.History = setOutcome(d.History, in.Revision, v1alpha1.OutcomeComplete)
 	d.Events = append(d.Events, Event{corev1.EventTypeNormal, v1alpha1.EventRolloutCompleted,
-		fmt.Sprintf("Rollout of config %s completed: %d collectors run it", short(in.Revision), st.Updated)})
+		fmt.Sprintf("Rollout of config %s completed: %s it", short(in.Revision), collectorsRun(st.Updated))})
 	return d
 }
 
@@ -347,4 +347,19 @@ func wholeSecondUp(t time.Time) time.Time {
 		return r.Add(time.Second)
 	}
 	return t
+}
+
+// collectors is "1 collector" or "N collectors"; collectorsRun adds the verb, agreeing with the count.
+func collectors(n int32) string {
+	if n == 1 {
+		return "1 collector"
+	}
+	return fmt.Sprintf("%d collectors", n)
+}
+
+func collectorsRun(n int32) string {
+	if n == 1 {
+		return "1 collector runs"
+	}
+	return fmt.Sprintf("%d collectors run", n)
 }

@@ -63,7 +63,7 @@ func TestStepsBakeAndComplete(t *testing.T) {
 	obs := v1alpha1.ShareRollout{Revision: "r2", Candidates: 10, LowestRanks: []string{"0000000000000010", "0000000000000020"}}
 	d := Decide(Input{Spec: spec, Revision: "r2", Stable: "r1", Observed: obs, Now: t0})
 	g.Expect(reasons(d.Events)).To(Equal([]string{v1alpha1.EventRolloutStarted}))
-	g.Expect(d.Events[0].Message).To(ContainSubstring("step 1 of 3 offers it to 1 collectors"))
+	g.Expect(d.Events[0].Message).To(ContainSubstring("step 1 of 3 offers it to 1 collector;"))
 	g.Expect(d.Active).To(BeTrue())
 	g.Expect(d.Status.Phase).To(Equal(v1alpha1.RolloutProgressing))
 	g.Expect(d.Status.Target).To(Equal(int32(1)))

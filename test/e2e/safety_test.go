@@ -219,7 +219,7 @@ func TestPlainCollectorIsAReadOnlyMember(t *testing.T) {
 		g.Expect(mc.Status.Counts.ConfigApplied).To(Equal(int32(1)))
 		g.Expect(cond(mc, v1alpha1.ConditionReady).Status).To(Equal(metav1.ConditionTrue), cond(mc, v1alpha1.ConditionReady).Message)
 	}, timeout, interval).Should(Succeed())
-	g.Expect(cond(mc, v1alpha1.ConditionReady).Message).To(Equal("1 collectors run the current config and are healthy; 1 read-only member"))
+	g.Expect(cond(mc, v1alpha1.ConditionReady).Message).To(Equal("1 collector runs the current config and is healthy; 1 read-only member"))
 	var readOnly, managed int
 	for _, a := range mc.Status.Agents {
 		switch a.ConfigStatus {

@@ -45,6 +45,14 @@ func (in conditionInput) readOnlyNote() string {
 	}
 }
 
+// agree is one when n is 1, else many with n in it: a message's noun and verb agree with the count.
+func agree(n int32, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return fmt.Sprintf(many, n)
+}
+
 func cond(t string, ok bool, reason, msg string) metav1.Condition {
 	status := metav1.ConditionFalse
 	if ok {
@@ -120,7 +128,7 @@ func configApplied(in conditionInput) metav1.Condition {
 			fmt.Sprintf("%d of %d connected collectors run the current config%s", c.ConfigApplied, managed, note))
 	}
 	return cond(v1alpha1.ConditionConfigApplied, true, v1alpha1.ReasonConfigApplied,
-		fmt.Sprintf("all %d connected collectors run the current config%s", managed, note))
+		agree(managed, "the connected collector runs", "all %d connected collectors run")+" the current config"+note)
 }
 
 func healthy(in conditionInput) metav1.Condition {
@@ -133,7 +141,7 @@ func healthy(in conditionInput) metav1.Condition {
 			fmt.Sprintf("%d of %d connected collectors are unhealthy", c.Connected-c.Healthy, c.Connected))
 	}
 	return cond(v1alpha1.ConditionHealthy, true, v1alpha1.ReasonAllHealthy,
-		fmt.Sprintf("all %d connected collectors are healthy", c.Connected))
+		agree(c.Connected, "the connected collector is", "all %d connected collectors are")+" healthy")
 }
 
 // ready is the one Ready policy, what a user means by ready: the owned objects are applied, the config is
@@ -158,10 +166,11 @@ func ready(in conditionInput, valid, conn, applied, health metav1.Condition) met
 	}
 	if in.managed() == 0 {
 		return cond(v1alpha1.ConditionReady, true, v1alpha1.ReasonReadOnlyMembers,
-			fmt.Sprintf("all %d connected collectors are read-only members and healthy; spec.config runs on none of them", in.counts.Connected))
+			agree(in.counts.Connected, "the connected collector is a read-only member", "all %d connected collectors are read-only members")+
+				" and healthy; spec.config runs on none of them")
 	}
 	return cond(v1alpha1.ConditionReady, true, v1alpha1.ReasonReady,
-		fmt.Sprintf("%d collectors run the current config and are healthy%s", in.managed(), in.readOnlyNote()))
+		agree(in.managed(), "1 collector runs the current config and is", "%d collectors run the current config and are")+" healthy"+in.readOnlyNote())
 }
 
 // missingPods says how many scheduled pods of the DaemonSet are not connected; empty when none is missing.

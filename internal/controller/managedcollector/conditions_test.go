@@ -89,6 +89,21 @@ func TestReadyPolicy(t *testing.T) {
 	}
 }
 
+// TestMessagesAgreeWithOneCollector: with one collector, the messages say "collector", and their verbs agree.
+func TestMessagesAgreeWithOneCollector(t *testing.T) {
+	g := NewWithT(t)
+	one := conditionInput{counts: v1alpha1.AgentCounts{Desired: 1, Connected: 1, Healthy: 1, ConfigApplied: 1}}
+	valid, conn, applied, health := configValid(one), connected(one), configApplied(one), healthy(one)
+	g.Expect(applied.Message).To(Equal("the connected collector runs the current config"))
+	g.Expect(health.Message).To(Equal("the connected collector is healthy"))
+	g.Expect(ready(one, valid, conn, applied, health).Message).To(Equal("1 collector runs the current config and is healthy"))
+
+	readOnly := conditionInput{counts: v1alpha1.AgentCounts{Connected: 1, ReadOnly: 1, Healthy: 1}}
+	valid, conn, applied, health = configValid(readOnly), connected(readOnly), configApplied(readOnly), healthy(readOnly)
+	g.Expect(ready(readOnly, valid, conn, applied, health).Message).
+		To(Equal("the connected collector is a read-only member and healthy; spec.config runs on none of them"))
+}
+
 // TestConnectedNeverMisleads: no denominator of 0.
 func TestConnectedNeverMisleads(t *testing.T) {
 	g := NewWithT(t)
