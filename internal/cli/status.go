@@ -163,8 +163,12 @@ func printCollector(w io.Writer, now time.Time, mc *v1alpha1.ManagedCollector, e
 	if s.ObservedGeneration != mc.Generation {
 		field("Note", "status is of generation %d, the spec is at %d: the operator is catching up", s.ObservedGeneration, mc.Generation)
 	}
-	field("Connected", "%d of %d desired; %d healthy, %d run the config, %d failed it, %d drifted",
-		s.Counts.Connected, s.Counts.Desired, s.Counts.Healthy, s.Counts.ConfigApplied, s.Counts.ConfigFailed, s.Counts.ConfigDrifted)
+	desired := fmt.Sprintf("of %d desired", s.Counts.Desired)
+	if s.Counts.Desired == 0 {
+		desired = "(none desired yet: no scheduled pods, no redeemed EnrollmentTokens)"
+	}
+	field("Connected", "%d %s; %d healthy, %d run the config, %d failed it, %d drifted",
+		s.Counts.Connected, desired, s.Counts.Healthy, s.Counts.ConfigApplied, s.Counts.ConfigFailed, s.Counts.ConfigDrifted)
 	field("Config", "%s", cmpOrNone(shortHash(s.ConfigHash)))
 	field("Throughput", "%s", cmpOrNone(throughput(s.Throughput)))
 

@@ -32,7 +32,7 @@ func nodeAgents() *v1alpha1.ManagedCollector {
 			Counts:             v1alpha1.AgentCounts{Desired: 3, Connected: 2, Healthy: 2, ConfigApplied: 1, ConfigDrifted: 1},
 			Conditions: []metav1.Condition{
 				{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonConfigDrift,
-					Message: "1 collectors do not run the config they report applied; re-applying it"},
+					Message: "1 of 2 connected collectors report the config applied but do not run it; re-applying"},
 				{Type: v1alpha1.ConditionConfigApplied, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonConfigDrift},
 			},
 			Agents: []v1alpha1.AgentStatus{
@@ -92,7 +92,7 @@ func TestStatusOfOneCollector(t *testing.T) {
 	want := `Name:        node-agents
 Namespace:   observability
 Mode:        DaemonSet
-Ready:       False (ConfigDrift): 1 collectors do not run the config they report applied; re-applying it
+Ready:       False (ConfigDrift): 1 of 2 connected collectors report the config applied but do not run it; re-applying
 Connected:   2 of 3 desired; 2 healthy, 1 run the config, 0 failed it, 1 drifted
 Config:      18af02aa1172
 Throughput:  12.5 spans/s, 340 points/s
@@ -120,6 +120,16 @@ Events:
 	if !bytes.Contains(b.Bytes(), []byte("Note:        status is of generation 3, the spec is at 4: the operator is catching up\n")) ||
 		!bytes.Contains(b.Bytes(), []byte("Events:\n  <none>\n")) {
 		t.Errorf("got:\n%s", b.String())
+	}
+
+	// Nothing desired (a DaemonSet with no scheduled pods): no "of 0".
+	mc.Status.Counts.Desired = 0
+	b.Reset()
+	if err := printCollector(&b, now, mc, nil); err != nil {
+		t.Fatal(err)
+	}
+	if want := "Connected:   2 (none desired yet: no scheduled pods, no redeemed EnrollmentTokens); 2 healthy"; !bytes.Contains(b.Bytes(), []byte(want)) {
+		t.Errorf("got:\n%s\nwant a line starting %q", b.String(), want)
 	}
 }
 

@@ -23,7 +23,7 @@ var collectorFields = []field[*v1alpha1.ManagedCollector]{
 	{"Ready", func(mc *v1alpha1.ManagedCollector, _ time.Time) cell {
 		return conditionCell(mc.Status.Conditions, v1alpha1.ConditionReady, false)
 	}},
-	{"Connected", func(mc *v1alpha1.ManagedCollector, _ time.Time) cell { return connectedCell(mc.Status.Counts) }},
+	{"Connected", func(mc *v1alpha1.ManagedCollector, _ time.Time) cell { return connectedCell(mc.Status) }},
 	{"Config applied", func(mc *v1alpha1.ManagedCollector, _ time.Time) cell {
 		return countCell(mc.Status.Counts.ConfigApplied, false)
 	}},

@@ -28,7 +28,7 @@ var collectorColumns = []column[*v1alpha1.ManagedCollector]{
 	{"Ready", func(mc *v1alpha1.ManagedCollector, _ time.Time) cell {
 		return conditionCell(mc.Status.Conditions, v1alpha1.ConditionReady, false)
 	}},
-	{"Connected", func(mc *v1alpha1.ManagedCollector, _ time.Time) cell { return connectedCell(mc.Status.Counts) }},
+	{"Connected", func(mc *v1alpha1.ManagedCollector, _ time.Time) cell { return connectedCell(mc.Status) }},
 	{"Applied", func(mc *v1alpha1.ManagedCollector, _ time.Time) cell {
 		return countCell(mc.Status.Counts.ConfigApplied, false)
 	}},
@@ -59,9 +59,17 @@ func modeOf(mc *v1alpha1.ManagedCollector) v1alpha1.CollectorMode {
 	return mc.Spec.Mode
 }
 
-// connectedCell is connected/desired, bad while collectors are missing.
-func connectedCell(c v1alpha1.AgentCounts) cell {
-	out := cell{Text: fmt.Sprintf("%d/%d", c.Connected, c.Desired), Class: "num"}
+// connectedCell is what kubectl's Connected column shows (status.connected: connected/desired, or only the
+// connected count while nothing is desired, which a "1/0" would misstate), bad while collectors are missing.
+func connectedCell(s v1alpha1.ManagedCollectorStatus) cell {
+	c := s.Counts
+	out := cell{Text: s.Connected, Class: "num"}
+	if out.Text == "" { // no status yet
+		out.Text = fmt.Sprint(c.Connected)
+	}
+	if c.Desired == 0 {
+		out.Title = "nothing is desired yet: no scheduled pods, no redeemed EnrollmentTokens"
+	}
 	if c.Connected < c.Desired {
 		out.Class = "num bad"
 		out.Title = fmt.Sprintf("%d of %d collectors are not connected", c.Desired-c.Connected, c.Desired)

@@ -25,6 +25,7 @@ func sampleCollector() *v1alpha1.ManagedCollector {
 			ObservedGeneration: 3,
 			ConfigHash:         "18af02aa1172aabbccddeeff",
 			Counts:             v1alpha1.AgentCounts{Desired: 3, Connected: 2, Healthy: 1, ConfigApplied: 1, ConfigFailed: 1},
+			Connected:          "2/3",
 			Conditions: []metav1.Condition{
 				{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonAgentsMissing, Message: "2 of 3 connected", LastTransitionTime: ago(5 * time.Minute)},
 				{Type: v1alpha1.ConditionConfigApplied, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonConfigFailed, Message: "1 failed", LastTransitionTime: ago(5 * time.Minute)},
