@@ -44,9 +44,11 @@ func TestLargeFleet(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := testenv.Namespace(t, env.Client, "fleet")
+	// envtest schedules no pods, so the default cap (100 with no desired pods) would refuse the rest.
+	limit := int32(n + 1)
 	mc := &v1alpha1.ManagedCollector{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "nodes"},
-		Spec:       v1alpha1.ManagedCollectorSpec{Mode: v1alpha1.ModeDaemonSet, Config: config},
+		Spec:       v1alpha1.ManagedCollectorSpec{Mode: v1alpha1.ModeDaemonSet, Config: config, MaxCollectors: &limit},
 	}
 	g.Expect(env.Client.Create(ctx, mc)).To(Succeed())
 	sec := &corev1.Secret{}
