@@ -61,27 +61,11 @@ func runFleet(ctx context.Context, o *options, n int) (*fleetResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	progress("%s: starting the operator", name)
-	op, err := e.startOperator(ctx, "manager", ports)
+	op, ld, err := e.startFleet(ctx, name, ports, n)
 	if err != nil {
 		return nil, err
 	}
-	const mc = "fleet"
-	if err := e.createCollector(ctx, mc, v1alpha1.ModeDaemonSet, n); err != nil {
-		return nil, err
-	}
-	token, err := e.collectorToken(ctx, mc)
-	if err != nil {
-		return nil, err
-	}
-	tokenFile, err := e.writeTokens("collector.token", []string{token})
-	if err != nil {
-		return nil, err
-	}
-	ld, err := e.startLoads(ctx, loadSpec{name: "load", servers: []string{ports.OpAMP}, tokenFile: tokenFile, count: n, pods: true, prefix: "fleet"})
-	if err != nil {
-		return nil, err
-	}
+	const mc = fleetCollector
 	hashA, hashB := configHash(configA), configHash(configB)
 
 	// The ramp.

@@ -152,27 +152,11 @@ func runRollout(ctx context.Context, o *options) (*rolloutResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	progress("rollout: starting the operator")
-	op, err := e.startOperator(ctx, "manager", ports)
+	op, ld, err := e.startFleet(ctx, "rollout", ports, n)
 	if err != nil {
 		return nil, err
 	}
-	const mc = "fleet"
-	if err := e.createCollector(ctx, mc, v1alpha1.ModeDaemonSet, n); err != nil {
-		return nil, err
-	}
-	token, err := e.collectorToken(ctx, mc)
-	if err != nil {
-		return nil, err
-	}
-	tokenFile, err := e.writeTokens("collector.token", []string{token})
-	if err != nil {
-		return nil, err
-	}
-	ld, err := e.startLoads(ctx, loadSpec{name: "load", servers: []string{ports.OpAMP}, tokenFile: tokenFile, count: n, pods: true, prefix: "fleet"})
-	if err != nil {
-		return nil, err
-	}
+	const mc = fleetCollector
 	hashA, hashB, hashC, hashD := configHash(configA), configHash(configB), configHash(configC), configHash(configD)
 
 	progress("rollout: %d collectors connect", n)

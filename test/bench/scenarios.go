@@ -215,27 +215,11 @@ func runRestart(ctx context.Context, o *options, n int) (*restartResult, error) 
 	if err != nil {
 		return nil, err
 	}
-	progress("restart: starting the operator")
-	op, err := e.startOperator(ctx, "manager", ports)
+	op, ld, err := e.startFleet(ctx, "restart", ports, n)
 	if err != nil {
 		return nil, err
 	}
-	const mc = "fleet"
-	if err := e.createCollector(ctx, mc, v1alpha1.ModeDaemonSet, n); err != nil {
-		return nil, err
-	}
-	token, err := e.collectorToken(ctx, mc)
-	if err != nil {
-		return nil, err
-	}
-	tokenFile, err := e.writeTokens("collector.token", []string{token})
-	if err != nil {
-		return nil, err
-	}
-	ld, err := e.startLoads(ctx, loadSpec{name: "load", servers: []string{ports.OpAMP}, tokenFile: tokenFile, count: n, pods: true, prefix: "fleet"})
-	if err != nil {
-		return nil, err
-	}
+	const mc = fleetCollector
 	hash := configHash(configA)
 	progress("restart: %d collectors connect", n)
 	if _, err := ld.Start(); err != nil {

@@ -112,6 +112,35 @@ func (e *env) startLoads(ctx context.Context, s loadSpec) (*loads, error) {
 	return l, nil
 }
 
+// fleetCollector is the ManagedCollector of the single-operator scenarios: DaemonSet mode, configA.
+const fleetCollector = "fleet"
+
+// startFleet starts the operator and n simulated pods of fleetCollector against it, in load generator
+// processes named "load"; scenario names the progress line.
+func (e *env) startFleet(ctx context.Context, scenario string, ports manager.Ports, n int) (*operator, *loads, error) {
+	progress("%s: starting the operator", scenario)
+	op, err := e.startOperator(ctx, "manager", ports)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := e.createCollector(ctx, fleetCollector, v1alpha1.ModeDaemonSet, n); err != nil {
+		return nil, nil, err
+	}
+	token, err := e.collectorToken(ctx, fleetCollector)
+	if err != nil {
+		return nil, nil, err
+	}
+	tokenFile, err := e.writeTokens("collector.token", []string{token})
+	if err != nil {
+		return nil, nil, err
+	}
+	ld, err := e.startLoads(ctx, loadSpec{name: "load", servers: []string{ports.OpAMP}, tokenFile: tokenFile, count: n, pods: true, prefix: "fleet"})
+	if err != nil {
+		return nil, nil, err
+	}
+	return op, ld, nil
+}
+
 // createCollector creates a ManagedCollector and waits until the operator accepted its config. The
 // simulated pods of a DaemonSet ManagedCollector are no pods the API server scheduled (nothing is
 // desired), so pods > 0 lets that many connect (spec.maxCollectors); an External one counts its
