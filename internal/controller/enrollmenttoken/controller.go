@@ -76,12 +76,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		return ctrl.Result{}, nil
 	}
 	base := et.DeepCopy()
+	// announce holds the Events of the phase transitions this reconcile found. They are recorded once the
+	// status that shows them is written: a reconcile that read the token before that write computes the
+	// same transitions again, and its write, guarded by the resourceVersion it read, conflicts.
+	var announce []func()
 	defer func() {
 		switch err := r.patchStatus(ctx, base, et); {
 		case apierrors.IsConflict(err):
-			// The OpAMP server redeemed the token meanwhile; its phase change triggers the next reconcile.
+			// The OpAMP server redeemed the token meanwhile, or another reconcile wrote first; the change
+			// triggers the next reconcile.
 		case err != nil:
 			retErr = errors.Join(retErr, err)
+		default:
+			for _, record := range announce {
+				record()
+			}
 		}
 		if ctx.Err() != nil {
 			// Cut short by the manager stopping: the next start reconciles the token anyway.
@@ -109,8 +118,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if !wasRedeemed && usableReason(et) == v1alpha1.ReasonRedeemed && et.Status.RedeemedBy != nil {
 		// The redeem wrote the phase; this is where it is first seen as the token's state.
 		rb := et.Status.RedeemedBy
-		r.Recorder.Eventf(et, nil, corev1.EventTypeNormal, v1alpha1.EventTokenRedeemed, "Redeem",
-			"redeemed by host %q (instance %s); only that host may use the token from now on", rb.HostName, rb.InstanceUID)
+		announce = append(announce, func() {
+			r.Recorder.Eventf(et, nil, corev1.EventTypeNormal, v1alpha1.EventTokenRedeemed, "Redeem",
+				"redeemed by host %q (instance %s); only that host may use the token from now on", rb.HostName, rb.InstanceUID)
+		})
 	}
 	et.Status.InstallCommand = ""
 	if p := et.Status.Phase; p == v1alpha1.TokenPending || p == v1alpha1.TokenRedeemed {
@@ -119,10 +130,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if to := et.Status.Phase; to != from {
 		switch to {
 		case v1alpha1.TokenExpired:
-			r.Recorder.Eventf(et, nil, corev1.EventTypeNormal, v1alpha1.EventTokenExpired, "Expire",
-				"token expired unredeemed at %s: mint a new EnrollmentToken", et.Status.ExpiresAt.UTC().Format(time.RFC3339))
+			expiresAt := et.Status.ExpiresAt.UTC().Format(time.RFC3339)
+			announce = append(announce, func() {
+				r.Recorder.Eventf(et, nil, corev1.EventTypeNormal, v1alpha1.EventTokenExpired, "Expire",
+					"token expired unredeemed at %s: mint a new EnrollmentToken", expiresAt)
+			})
 		case v1alpha1.TokenRevoked:
-			r.Recorder.Eventf(et, nil, corev1.EventTypeNormal, v1alpha1.EventTokenRevoked, "Revoke", "token revoked")
+			announce = append(announce, func() {
+				r.Recorder.Eventf(et, nil, corev1.EventTypeNormal, v1alpha1.EventTokenRevoked, "Revoke", "token revoked")
+			})
 		}
 	}
 	if et.Status.Phase == v1alpha1.TokenPending {
