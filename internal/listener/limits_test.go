@@ -188,10 +188,13 @@ func TestIdleConnectionOverThePerAddressCapIsRefusedAtItsNextRequest(t *testing.
 	busy := dialFrom(t, "127.0.0.2", addr)
 	_, err := io.WriteString(busy, "GET /ok HTTP/1.1\r\nHost: test\r\n")
 	g.Expect(err).NotTo(HaveOccurred())
+	// The server has accepted it (dialing returns once the kernel has, which a loaded machine's accept
+	// loop may take a while to follow).
+	g.Eventually(s.OpenConns, 5*time.Second).Should(Equal(2))
 	// The kept-alive connection comes back while the host's one slot is taken.
 	g.Eventually(func() int {
 		return get(t, idle, idleR, "/ok").StatusCode
-	}).Should(Equal(http.StatusServiceUnavailable))
+	}, 5*time.Second).Should(Equal(http.StatusServiceUnavailable))
 }
 
 // TestPerAddressCapWaitsForAFullerListener: a fleet reconnecting through one proxy address after a
