@@ -307,7 +307,7 @@ func TestConsole(t *testing.T) {
 		cells := strings.Fields(row)
 		// Namespace Name Mode Ready Connected Applied Healthy Failed Drifted In Out Age
 		g.Expect(cells[:9]).To(Equal([]string{teamA, "web", "DaemonSet", "True",
-			fmt.Sprintf("%d/%d", mc.Status.Counts.Connected, mc.Status.Counts.Desired),
+			mc.Status.Connected,
 			fmt.Sprint(mc.Status.Counts.ConfigApplied), fmt.Sprint(mc.Status.Counts.Healthy), "0", "0"}))
 		th := mc.Status.Throughput
 		g.Expect(cells[9]).To(Equal(trim(th.Spans.Accepted.AsApproximateFloat64())), "items in")
