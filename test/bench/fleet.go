@@ -161,7 +161,8 @@ func runFleet(ctx context.Context, o *options, n int) (*fleetResult, error) {
 }
 
 // checkSteady records what the smoke asserts after the steady window: status counts exactly the fleet,
-// every agent runs the config, and the operator applied none of its owned objects.
+// every agent runs the config, and the operator applied none of its owned objects, neither while the fleet
+// connected and applied (the ramp: the collectors' signals write status only) nor in the steady window.
 func (res *fleetResult) checkSteady(mc *v1alpha1.ManagedCollector, p loadgen.Progress, hash string) {
 	n := int32(res.n)
 	if mc == nil {
@@ -175,9 +176,14 @@ func (res *fleetResult) checkSteady(mc *v1alpha1.ManagedCollector, p loadgen.Pro
 	if p.Connected != res.n || p.Applied[hash] != res.n {
 		res.failures = append(res.failures, fmt.Sprintf("after the steady window %d agents are connected and %d run config %.12s; want %d", p.Connected, p.Applied[hash], hash, res.n))
 	}
-	for _, k := range res.steadyW.Sorted() {
-		if k.Write() && slices.Contains(ownedKinds, k.Resource) {
-			res.failures = append(res.failures, fmt.Sprintf("in the steady window the operator wrote owned objects: %d %s", res.steadyW[k], k))
+	for _, w := range []struct {
+		name string
+		reqs apirequests.Counts
+	}{{"the ramp", res.ramp}, {"the steady window", res.steadyW}} {
+		for _, k := range w.reqs.Sorted() {
+			if k.Write() && slices.Contains(ownedKinds, k.Resource) {
+				res.failures = append(res.failures, fmt.Sprintf("in %s the operator wrote owned objects: %d %s", w.name, w.reqs[k], k))
+			}
 		}
 	}
 }

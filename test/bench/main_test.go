@@ -101,10 +101,13 @@ func TestParseOptionsSmokeHasNoFloor(t *testing.T) {
 	}
 }
 
-// TestSteadyWritesOfOwnedObjectsFailTheSmoke: a write of a Secret, ConfigMap or DaemonSet in the steady
-// window is a smoke failure, whatever its verb; a status write or an Event is not.
+// TestSteadyWritesOfOwnedObjectsFailTheSmoke: a write of a Secret, ConfigMap or DaemonSet in the ramp or the
+// steady window is a smoke failure, whatever its verb; a status write or an Event is not.
 func TestSteadyWritesOfOwnedObjectsFailTheSmoke(t *testing.T) {
-	res := &fleetResult{n: 2, steadyW: apirequests.Counts{
+	res := &fleetResult{n: 2, ramp: apirequests.Counts{
+		{Verb: "APPLY", Resource: "configmaps"}:                               1,
+		{Verb: "PATCH", Resource: "managedcollectors", Subresource: "status"}: 3,
+	}, steadyW: apirequests.Counts{
 		{Verb: "APPLY", Resource: "secrets"}:                                  1,
 		{Verb: "PUT", Resource: "daemonsets"}:                                 2,
 		{Verb: "GET", Resource: "configmaps"}:                                 5,
@@ -114,6 +117,7 @@ func TestSteadyWritesOfOwnedObjectsFailTheSmoke(t *testing.T) {
 	mc := collectorWithCounts(2, 2)
 	res.checkSteady(mc, progressOf(2, 2, "h"), "h")
 	want := []string{
+		"in the ramp the operator wrote owned objects: 1 APPLY configmaps",
 		"in the steady window the operator wrote owned objects: 2 PUT daemonsets",
 		"in the steady window the operator wrote owned objects: 1 APPLY secrets",
 	}
