@@ -172,12 +172,10 @@ type member struct {
 	uid   string
 	// agent is set once simagent.New returns; the agent's callbacks may run before.
 	agent atomic.Pointer[simagent.Agent]
-	// refusal is the last ServerErrorResponse's message, or RefusedAtUpgrade; pingSent when the unanswered ping went out
-	// (Unix nanoseconds), zero for none.
+	// refusal is the last ServerErrorResponse's message, or RefusedAtUpgrade; pingSent when the unanswered
+	// ping went out (Unix nanoseconds), zero for none.
 	refusal  atomic.Pointer[string]
 	pingSent atomic.Int64
-	// failedAt is when the last failed connection attempt was reported (Unix nanoseconds).
-	failedAt atomic.Int64
 
 	connected   atomic.Bool
 	connectedAt atomic.Int64
@@ -242,13 +240,6 @@ func Start(o Options) (*Fleet, error) {
 			},
 			OnConnectFailed: func(err error) {
 				m.connected.Store(false)
-				// opamp-go v0.23 reports a failed dial twice (wsclient.tryConnectOnce calls the callback, and
-				// so does its deferred function); its retries are at least 250 ms apart, so a second call
-				// within 100 ms is the same attempt.
-				now := time.Now().UnixNano()
-				if now-m.failedAt.Swap(now) < int64(100*time.Millisecond) {
-					return
-				}
 				f.failures.Add(1)
 				if errors.Is(err, websocket.ErrBadHandshake) {
 					refused(RefusedAtUpgrade)

@@ -77,7 +77,7 @@ type Options struct {
 	Fallback []string
 	// OnConnect is called each time a connection is established.
 	OnConnect func()
-	// OnConnectFailed is called each time a connection attempt fails.
+	// OnConnectFailed is called each time a connection attempt fails, once per attempt.
 	OnConnectFailed func(error)
 	// OnConfig is called after the agent reported the outcome of a config it received.
 	OnConfig func(cfg *protobufs.AgentRemoteConfig, status protobufs.RemoteConfigStatuses)
@@ -100,6 +100,8 @@ type Agent struct {
 	token   string
 	addrs   []string
 	stopped atomic.Bool
+	// failedAt is when opamp-go last reported a failed connection attempt (Unix nanoseconds).
+	failedAt atomic.Int64
 	// switching is set while a failover to the next address is under way.
 	switching atomic.Bool
 
@@ -190,7 +192,11 @@ func (a *Agent) connect() error {
 			}
 		},
 		OnConnectFailed: func(_ context.Context, err error) {
-			if a.opts.OnConnectFailed != nil {
+			// opamp-go v0.23 reports a failed dial twice (wsclient.tryConnectOnce calls the callback, and so
+			// does its deferred function); its retries are at least 250 ms apart, so a second call within
+			// 100 ms is the same attempt.
+			now := time.Now().UnixNano()
+			if a.opts.OnConnectFailed != nil && now-a.failedAt.Swap(now) >= int64(100*time.Millisecond) {
 				a.opts.OnConnectFailed(err)
 			}
 			if len(a.addrs) > 1 && !a.stopped.Load() && a.switching.CompareAndSwap(false, true) {
